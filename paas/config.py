@@ -1,0 +1,192 @@
+"""Settings of the control plane: a frozen object read from environment variables, once.
+
+=========================  ===========================================  ====================================
+Variable                   Default                                      Meaning
+=========================  ===========================================  ====================================
+``PAAS_DATA_DIR``          ``$XDG_DATA_HOME/paas`` or                   Where the server keeps its database
+                           ``~/.local/share/paas``                      (``paas.json``), the generated API
+                                                                        token (``api-token``) and the
+                                                                        ansible-runner artifacts of recent
+                                                                        jobs (``artifacts/<job id>/``).
+``PAAS_API_TOKEN``         (unset: generated at first start into        Bearer token every route but
+                           ``<data>/api-token``, mode 0600)             ``GET /healthz`` requires.
+``PAAS_INVENTORY``         ``<repo>/inventory/local.yml``               Ansible inventory of the app hosts.
+``PAAS_ENVIRONMENT``       ``local``                                    Infrastructure environment managed
+                                                                        by ``/infra`` (only ``local`` now).
+``PAAS_WORKERS``           ``4``                                        Jobs run at the same time (jobs of
+                                                                        one app always run one by one).
+``PAAS_JOB_TIMEOUT``       ``1800``                                     Seconds a job may run before it is
+                                                                        stopped and marked failed.
+``PAAS_MONITOR_INTERVAL``  ``30``                                       Seconds between two health checks
+                                                                        of every app; ``0`` disables them.
+``PAAS_KEEP_JOBS``         ``200``                                      Finished jobs kept in the database,
+                                                                        and job artifact dirs kept on disk.
+``PAAS_MAX_EVENTS``        ``500``                                      Task events kept per job (the last
+                                                                        ones).
+``PAAS_PUBLIC_HOST``       ``localhost``                                Host name used in the apps' ``url``.
+``PAAS_EXTRA_VARS``        ``{}``                                       JSON object of extra variables given
+                                                                        to every playbook run, below the
+                                                                        job's own (e.g.
+                                                                        ``{"app_health_retries": 5}``).
+``PAAS_SHUTDOWN_GRACE``    ``30``                                       Seconds running jobs may take to
+                                                                        finish on SIGTERM/SIGINT before
+                                                                        they are canceled.
+``PAAS_HTTP_THREADS``      ``8``                                        Threads serving HTTP requests.
+=========================  ===========================================  ====================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
+ENVIRONMENTS = ("local",)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about the server. Build it with :func:`load_settings`."""
+
+    data_dir: Path
+    api_token: str | None = field(default=None, repr=False)
+    inventory: Path = REPO_ROOT / "inventory" / "local.yml"
+    environment: str = "local"
+    workers: int = 4
+    job_timeout: float = 1800.0
+    monitor_interval: float = 30.0
+    keep_jobs: int = 200
+    max_events: int = 500
+    public_host: str = "localhost"
+    extra_vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    shutdown_grace: float = 30.0
+    http_threads: int = 8
+    repo_root: Path = REPO_ROOT
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "paas.json"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / TOKEN_FILE
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    xdg = environ.get("XDG_DATA_HOME", "")
+    if xdg:
+        return Path(xdg) / "paas"
+    return Path(environ.get("HOME") or Path.home()) / ".local" / "share" / "paas"
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    data_dir = Path(env.get("PAAS_DATA_DIR") or default_data_dir(env)).expanduser().resolve()
+    token = env.get("PAAS_API_TOKEN") or None
+    if token is not None and (len(token) < 16 or any(c.isspace() for c in token)):
+        raise SettingsError("PAAS_API_TOKEN must be at least 16 characters without whitespace")
+    environment = env.get("PAAS_ENVIRONMENT") or "local"
+    if environment not in ENVIRONMENTS:
+        raise SettingsError(f"PAAS_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, got {environment!r}")
+    raw_vars = env.get("PAAS_EXTRA_VARS", "").strip() or "{}"
+    try:
+        extra_vars = json.loads(raw_vars)
+    except ValueError:
+        raise SettingsError("PAAS_EXTRA_VARS must be a JSON object") from None
+    if not isinstance(extra_vars, dict):
+        raise SettingsError("PAAS_EXTRA_VARS must be a JSON object")
+    return Settings(
+        data_dir=data_dir,
+        api_token=token,
+        inventory=Path(env.get("PAAS_INVENTORY") or REPO_ROOT / "inventory" / "local.yml")
+        .expanduser()
+        .resolve(),
+        environment=environment,
+        workers=_integer(env, "PAAS_WORKERS", 4, minimum=1),
+        job_timeout=_number(env, "PAAS_JOB_TIMEOUT", 1800.0, minimum=1),
+        monitor_interval=_number(env, "PAAS_MONITOR_INTERVAL", 30.0, minimum=0),
+        keep_jobs=_integer(env, "PAAS_KEEP_JOBS", 200, minimum=1),
+        max_events=_integer(env, "PAAS_MAX_EVENTS", 500, minimum=1),
+        public_host=env.get("PAAS_PUBLIC_HOST") or "localhost",
+        extra_vars=MappingProxyType(extra_vars),
+        shutdown_grace=_number(env, "PAAS_SHUTDOWN_GRACE", 30.0, minimum=0),
+        http_threads=_integer(env, "PAAS_HTTP_THREADS", 8, minimum=1),
+    )
+
+
+def read_token(settings: Settings) -> str | None:
+    """The API token clients must send: ``PAAS_API_TOKEN``, else the one generated into the data dir."""
+    if settings.api_token:
+        return settings.api_token
+    try:
+        token = settings.token_path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return token or None
+
+
+def ensure_token(settings: Settings) -> tuple[str, bool]:
+    """The API token, generating ``<data>/api-token`` (mode 0600) when there is none.
+
+    Returns the token and whether it was generated now.
+    """
+    existing = read_token(settings)
+    if existing:
+        return existing, False
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(settings.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process won the race (or the file is empty): use what is there.
+        again = read_token(settings)
+        if again:
+            return again, False
+        raise
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return token, True
