@@ -1,0 +1,303 @@
+"""A thin facade over ansible-runner: run one playbook, get a :class:`PlaybookResult`.
+
+The only module that imports ansible_runner. A failed (or canceled, or timed out) playbook is a result,
+not an exception. Each run gets a private data dir ``<data>/artifacts/<ident>/`` with the repository
+root as project dir, so ``ansible.cfg`` applies. Secrets never stay on disk: the extra vars (app env
+values among them) go through a 0600 file passed as ``-e @file`` and deleted after the run, the API
+token is blanked in the environment ansible-runner records, and task events are kept in memory only
+(the event handler tells ansible-runner not to write them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import ansible_runner
+
+from paas.config import Settings
+
+log = logging.getLogger(__name__)
+
+VARS_FILE = "vars.json"
+# Environment variables of the server that must not reach ansible-runner's records of the run.
+SCRUBBED_ENV = ("PAAS_API_TOKEN",)
+RESULT_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MESSAGE_MAX = 8000
+STDOUT_TAIL_LINES = 30
+
+
+class RunStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class PlaybookRequest:
+    """One playbook run. ``extravars`` may hold secrets: it is never logged nor kept on disk."""
+
+    ident: str
+    playbook: str
+    extravars: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # Facts (set_fact / ansible_facts) and module results to hand back, by fact name and module name.
+    capture_facts: tuple[str, ...] = ()
+    capture_actions: tuple[str, ...] = ()
+    keep_artifacts: bool = True
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One task result on one host: never the module's arguments or result."""
+
+    at: str
+    task: str
+    host: str
+    result: str
+
+
+@dataclass
+class PlaybookResult:
+    status: RunStatus
+    rc: int | None = None
+    failed_task: str | None = None
+    failed_host: str | None = None
+    # The failing task's ``msg`` (or the end of Ansible's output when no task failed).
+    message: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RunStatus.SUCCEEDED
+
+
+EventSink = Callable[[TaskEvent], None]
+CancelCheck = Callable[[], bool]
+
+
+class Runner(Protocol):
+    """What the service needs from a playbook runner (the real one, or a fake in tests)."""
+
+    def run(
+        self, request: PlaybookRequest, *, on_event: EventSink, should_cancel: CancelCheck
+    ) -> PlaybookResult:
+        """Run ``request`` to its end, reporting task events; stop early when ``should_cancel()``."""
+        ...
+
+
+@dataclass
+class _Failure:
+    task: str
+    host: str
+    message: str
+    ignored: bool
+
+
+class _Collector:
+    """Turns ansible-runner events into task events, captured facts and the failing task."""
+
+    def __init__(self, request: PlaybookRequest, on_event: EventSink) -> None:
+        self._request = request
+        self._on_event = on_event
+        self.facts: dict[str, Any] = {}
+        self.actions: dict[str, dict[str, Any]] = {}
+        self.failures: list[_Failure] = []
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        try:
+            self._handle(event)
+        except Exception:  # an event we cannot read must not stop the run
+            log.exception("could not read an ansible-runner event of %s", self._request.ident)
+        # False: ansible-runner writes no job_events/ file (results may hold more than we want on disk).
+        return False
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind not in RESULT_EVENTS:
+            return
+        data = event.get("event_data") or {}
+        raw_res = data.get("res")
+        res: dict[str, Any] = raw_res if isinstance(raw_res, dict) else {}
+        task = str(data.get("task") or data.get("task_action") or "")
+        host = str(data.get("host") or data.get("remote_addr") or "")
+        result = RESULT_EVENTS[kind]
+        if result == "ok" and res.get("changed"):
+            result = "changed"
+        at = str(event.get("created") or data.get("end") or "")
+        self._on_event(TaskEvent(at=at, task=task, host=host, result=result))
+        if kind == "runner_on_ok":
+            facts = res.get("ansible_facts")
+            if isinstance(facts, dict):
+                for name in self._request.capture_facts:
+                    if name in facts:
+                        self.facts[name] = facts[name]
+            actions = {str(data.get("task_action") or ""), str(data.get("resolved_action") or "")}
+            for wanted in self._request.capture_actions:
+                if any(a == wanted or a.endswith("." + wanted) for a in actions):
+                    self.actions[wanted] = {k: v for k, v in res.items() if not k.startswith("_ansible")}
+        elif kind in ("runner_on_failed", "runner_on_unreachable"):
+            msg = res.get("msg", "")
+            self.failures.append(
+                _Failure(
+                    task=task,
+                    host=host,
+                    message=msg if isinstance(msg, str) else json.dumps(msg, default=str),
+                    ignored=bool(data.get("ignore_errors")),
+                )
+            )
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_MAX else "..." + text[-MESSAGE_MAX:]
+
+
+def _stdout_tail(artifact_dir: Path) -> str:
+    try:
+        lines = (artifact_dir / "stdout").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    clean = [ANSI_RE.sub("", line).rstrip() for line in lines]
+    return "\n".join(line for line in clean[-STDOUT_TAIL_LINES:] if line)
+
+
+def pick_failure(failures: Iterable[_Failure], preferred: re.Pattern[str] | None = None) -> _Failure | None:
+    """The failure that explains the run: the last one matching ``preferred``, else the last not ignored."""
+    items = list(failures)
+    if preferred is not None:
+        for failure in reversed(items):
+            if preferred.search(failure.message):
+                return failure
+    for failure in reversed(items):
+        if not failure.ignored:
+            return failure
+    return items[-1] if items else None
+
+
+# The deploy role's final message: "deploy of '<name>' failed at step '<step>': <reason>".
+DEPLOY_FAILURE_RE = re.compile(r"^deploy of '[^']*' failed at step '[a-z]+':")
+
+
+def _write_private(path: Path, payload: Mapping[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle)
+
+
+class AnsibleRunner:
+    """Runs playbooks of the repository with ansible-runner."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def environment(self) -> dict[str, str]:
+        """Variables set for ansible-playbook on top of the server's environment."""
+        venv_bin = str(Path(sys.executable).parent)
+        path = os.environ.get("PATH", "")
+        env = {
+            # ansible-playbook of this interpreter's venv, even when the venv is not on PATH.
+            "PATH": venv_bin + (os.pathsep + path if path else ""),
+            "ANSIBLE_CONFIG": str(self._settings.repo_root / "ansible.cfg"),
+            # ansible-runner turns host key checking off unless told otherwise.
+            "ANSIBLE_HOST_KEY_CHECKING": "True",
+            "ANSIBLE_NOCOLOR": "1",
+            "PAAS_DATA_DIR": str(self._settings.data_dir),
+        }
+        for name in SCRUBBED_ENV:
+            env[name] = ""
+        return env
+
+    def run(
+        self, request: PlaybookRequest, *, on_event: EventSink, should_cancel: CancelCheck
+    ) -> PlaybookResult:
+        settings = self._settings
+        private = settings.artifacts_dir / request.ident
+        if private.exists():
+            shutil.rmtree(private)
+        private.mkdir(mode=0o700, parents=True)
+        vars_file = private / VARS_FILE
+        collector = _Collector(request, on_event)
+        try:
+            _write_private(vars_file, {**settings.extra_vars, **request.extravars})
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(settings.repo_root),
+                playbook=str(settings.repo_root / request.playbook),
+                inventory=str(settings.inventory),
+                ident=request.ident,
+                cmdline=shlex.join(["-e", f"@{vars_file}"]),
+                envvars=self.environment(),
+                suppress_env_files=True,
+                quiet=True,
+                settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
+                timeout=int(request.timeout) if request.timeout else None,
+                event_handler=collector,
+                cancel_callback=should_cancel,
+            )
+            raw_status, rc = str(runner.status), runner.rc
+        except Exception as exc:
+            log.exception("ansible-runner could not run %s (%s)", request.playbook, request.ident)
+            return PlaybookResult(status=RunStatus.FAILED, message=f"could not run {request.playbook}: {exc}")
+        finally:
+            vars_file.unlink(missing_ok=True)
+        status = {
+            "successful": RunStatus.SUCCEEDED,
+            "canceled": RunStatus.CANCELED,
+            "timeout": RunStatus.TIMEOUT,
+        }.get(raw_status, RunStatus.FAILED)
+        result = PlaybookResult(status=status, rc=rc, facts=collector.facts, actions=collector.actions)
+        if status is not RunStatus.SUCCEEDED:
+            failure = pick_failure(collector.failures, DEPLOY_FAILURE_RE)
+            if failure is not None:
+                result.failed_task, result.failed_host = failure.task, failure.host
+                result.message = _clip(failure.message)
+            elif status is RunStatus.FAILED:
+                tail = _stdout_tail(private / "artifacts" / request.ident)
+                result.message = _clip(tail or f"{request.playbook} failed (rc {rc})")
+        if not request.keep_artifacts:
+            shutil.rmtree(private, ignore_errors=True)
+        return result
+
+
+def scrub_artifacts(artifacts_dir: Path) -> None:
+    """After a crash: delete the secret vars files and event data runs may have left behind."""
+    if not artifacts_dir.is_dir():
+        return
+    for private in artifacts_dir.iterdir():
+        (private / VARS_FILE).unlink(missing_ok=True)
+        for events in private.glob("artifacts/*/job_events"):
+            shutil.rmtree(events, ignore_errors=True)
+
+
+def prune_artifacts(artifacts_dir: Path, keep: int, *, in_use: Iterable[str] = ()) -> None:
+    """Keep the artifact dirs of the ``keep`` most recent runs (and those in use)."""
+    if not artifacts_dir.is_dir():
+        return
+    busy = set(in_use)
+    dirs = sorted(
+        (p for p in artifacts_dir.iterdir() if p.is_dir() and p.name not in busy),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in dirs[keep:]:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)
