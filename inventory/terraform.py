@@ -99,12 +99,14 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
             f"PAAS_TERRAFORM_ENV={environment!r} is not an environment name "
             "(a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-')"
         )
+    # The same rule as the service's settings (paas/config.py).
     if environ.get("PAAS_DATA_DIR"):
-        data_dir = Path(environ["PAAS_DATA_DIR"]).expanduser()
-    elif environ.get("XDG_DATA_HOME", "").startswith("/"):
+        data_dir = Path(environ["PAAS_DATA_DIR"])
+    elif environ.get("XDG_DATA_HOME"):
         data_dir = Path(environ["XDG_DATA_HOME"]) / "paas"
     else:
-        data_dir = Path("~/.local/share/paas").expanduser()
+        data_dir = Path(environ.get("HOME") or Path.home()) / ".local" / "share" / "paas"
+    data_dir = data_dir.expanduser().resolve()
     output = environ.get("PAAS_TERRAFORM_OUTPUT")
     return Settings(environment, data_dir, Path(output).expanduser() if output else None)
 
