@@ -63,6 +63,8 @@ class PlaybookRequest:
     capture_actions: tuple[str, ...] = ()
     keep_artifacts: bool = True
     timeout: float | None = None
+    # Another inventory than the server's (e.g. a Terraform environment's dynamic inventory).
+    inventory: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ class AnsibleRunner:
                 private_data_dir=str(private),
                 project_dir=str(settings.repo_root),
                 playbook=str(settings.repo_root / request.playbook),
-                inventory=str(settings.inventory),
+                inventory=str(request.inventory or settings.inventory),
                 ident=request.ident,
                 cmdline=shlex.join(["-e", f"@{vars_file}"]),
                 envvars=self.environment(),
@@ -288,13 +290,24 @@ def scrub_artifacts(artifacts_dir: Path) -> None:
             shutil.rmtree(events, ignore_errors=True)
 
 
+JOB_DIR_RE = re.compile(r"([0-9a-f]{32})(\.[0-9]+)?")
+
+
 def prune_artifacts(artifacts_dir: Path, keep: int, *, in_use: Iterable[str] = ()) -> None:
-    """Keep the artifact dirs of the ``keep`` most recent runs (and those in use)."""
+    """Keep the artifact dirs of the ``keep`` most recent jobs (and those of jobs in use).
+
+    Only job dirs (``<job id>`` and ``<job id>.<step>``) are pruned: other runs remove their own.
+    """
     if not artifacts_dir.is_dir():
         return
     busy = set(in_use)
+
+    def prunable(path: Path) -> bool:
+        match = JOB_DIR_RE.fullmatch(path.name)
+        return path.is_dir() and match is not None and match.group(1) not in busy
+
     dirs = sorted(
-        (p for p in artifacts_dir.iterdir() if p.is_dir() and p.name not in busy),
+        (p for p in artifacts_dir.iterdir() if prunable(p)),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
