@@ -118,7 +118,7 @@ def read_json(*, required: bool) -> Any:
 
 def build_routes(service: Service, token: str) -> bottle.Bottle:
     """The Bottle application of ``service``, guarded by ``token``."""
-    app = bottle.Bottle(catchall=True, autojson=False)
+    app = bottle.Bottle(catchall=True)
     expected = token.encode("utf-8")
 
     @app.hook("before_request")  # type: ignore[untyped-decorator]

@@ -7,9 +7,11 @@ step, to report an app in another state, or to hold every run until :attr:`FakeR
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +39,9 @@ class FakeRunner:
     fail_deploy: dict[str, tuple[str, str]] = field(default_factory=dict)
     # playbook -> function replacing the default behaviour.
     handlers: dict[str, Callable[[PlaybookRequest], PlaybookResult]] = field(default_factory=dict)
-    # When set to an unset Event, every run waits for it (or for a cancel).
+    # When set to an unset Event, runs of the ``gated`` playbooks wait for it (or for a cancel).
     gate: threading.Event | None = None
+    gated: tuple[str, ...] = ("playbooks/deploy.yml", "playbooks/remove.yml", "playbooks/host.yml")
     delay: float = 0.0
     calls: list[PlaybookRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -53,7 +56,7 @@ class FakeRunner:
         if self.delay:
             time.sleep(self.delay)
         gate = self.gate
-        if gate is not None:
+        if gate is not None and request.playbook in self.gated:
             while not gate.wait(0.02):
                 if should_cancel():
                     return PlaybookResult(RunStatus.CANCELED, rc=254)
@@ -145,3 +148,66 @@ class FakeRunner:
         else:
             entries = [self.report(apps[n]) for n in sorted(apps)]
         return PlaybookResult(RunStatus.SUCCEEDED, rc=0, facts={"app_status_report": entries})
+
+
+@dataclass
+class Reply:
+    """An HTTP answer of :func:`call_wsgi`."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call_wsgi(
+    app: Callable[..., Iterable[bytes]],
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = "application/json",
+) -> Reply:
+    """Call a WSGI application in-process (no server): ``body`` is JSON-encoded unless bytes."""
+    raw = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(raw)),
+    }
+    if content_type is not None:
+        environ["CONTENT_TYPE"] = content_type
+    if token is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"] = value
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"] = int(status.split(" ", 1)[0])
+        seen["headers"] = {name.title(): value for name, value in response_headers}
+
+    chunks = app(environ, start_response)
+    try:
+        data = b"".join(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return Reply(status=seen["status"], headers=seen["headers"], body=data)

@@ -74,10 +74,16 @@ def _field_of(path: list[Any] | Any) -> str:
     return ".".join(parts) if parts else "body"
 
 
-def _schema_errors(validator: Draft202012Validator, body: Any) -> dict[str, str]:
-    """Every structural error (missing, unknown, wrong type), one reason per field."""
+# Constraints the Python rules below judge with better words (and without echoing the value).
+_RULE_VALIDATORS = frozenset({"pattern", "minimum", "maximum", "minLength", "maxLength"})
+
+
+def _schema_errors(validator: Draft202012Validator, body: Any) -> tuple[dict[str, str], set[str]]:
+    """Structural errors (missing, unknown, wrong type), one reason per field; and the fields that
+    broke a value constraint, for the rules to explain."""
     fields: dict[str, str] = {}
-    for error in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
+    constrained: set[str] = set()
+    for error in sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path]):
         where = list(error.absolute_path)
         if error.validator == "required" and isinstance(error.instance, dict):
             for name in error.validator_value:
@@ -89,14 +95,16 @@ def _schema_errors(validator: Draft202012Validator, body: Any) -> dict[str, str]
                 if name not in known:
                     fields.setdefault(_field_of([*where, name]), "is not a known field")
         elif error.validator == "propertyNames":
-            fields.setdefault(_field_of(where), "has an invalid variable name")
+            fields.setdefault(_field_of(where), "variable names must match ^[A-Za-z_][A-Za-z0-9_]*$")
         elif error.validator == "type":
             expected = error.validator_value
             word = _TYPE_WORDS.get(expected, expected) if isinstance(expected, str) else "of another type"
             fields.setdefault(_field_of(where), f"must be {word}")
+        elif error.validator in _RULE_VALIDATORS:
+            constrained.add(_field_of(where))
         else:
-            fields.setdefault(_field_of(where), error.message if len(error.message) < 200 else "is invalid")
-    return fields
+            fields.setdefault(_field_of(where), "is invalid")
+    return fields, constrained
 
 
 def check_name(name: Any) -> str | None:
@@ -175,7 +183,7 @@ def parse_deploy(body: Any) -> DeploySpec:
         raise ValidationError(
             "the request body must be a JSON object", fields={"body": "must be a JSON object"}
         )
-    fields = _schema_errors(_DEPLOY_VALIDATOR, body)
+    fields, constrained = _schema_errors(_DEPLOY_VALIDATOR, body)
 
     def rule(name: str, kind: type, check: Any) -> None:
         value = body.get(name)
@@ -202,6 +210,8 @@ def parse_deploy(body: Any) -> DeploySpec:
     rule("context", str, check_context)
     if isinstance(body.get("env"), dict):
         _check_env(body["env"], fields)
+    for name in constrained:
+        fields.setdefault(name, "is invalid")
     if fields:
         raise ValidationError("the deploy request is invalid: " + ", ".join(sorted(fields)), fields=fields)
     return DeploySpec(
@@ -224,7 +234,7 @@ def parse_destroy(body: Any) -> bool:
         raise ValidationError(
             "the request body must be a JSON object", fields={"body": "must be a JSON object"}
         )
-    fields = _schema_errors(_DESTROY_VALIDATOR, body)
+    fields, _ = _schema_errors(_DESTROY_VALIDATOR, body)
     if fields:
         raise ValidationError("the destroy request is invalid: " + ", ".join(sorted(fields)), fields=fields)
     return bool(body.get("force", False))

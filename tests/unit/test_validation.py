@@ -1,0 +1,257 @@
+"""paas.validation: every rule of roles/app/tasks/assert.yml, plus the API's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from paas.errors import ValidationError
+from paas.validation import DeploySpec, parse_deploy, parse_destroy, parse_empty
+
+GOOD: dict[str, Any] = {
+    "name": "web",
+    "repo": "https://example.com/org/web.git",
+    "port": 18080,
+    "container_port": 5000,
+}
+
+
+def bad_fields(body: Any) -> dict[str, str]:
+    with pytest.raises(ValidationError) as caught:
+        parse_deploy(body)
+    assert caught.value.status == 400
+    return caught.value.fields
+
+
+def test_minimal_request_gives_defaults() -> None:
+    spec = parse_deploy(GOOD)
+    assert spec == DeploySpec(name="web", repo=GOOD["repo"], port=18080, container_port=5000)
+    assert spec.ref == "" and spec.health_path == "/" and spec.context == "." and dict(spec.env) == {}
+
+
+def test_full_request_and_extra_vars() -> None:
+    spec = parse_deploy(
+        GOOD
+        | {
+            "ref": "release/1.2",
+            "env": {"A_B": "x y", "_z": ""},
+            "health_path": "/healthz?x=1",
+            "context": "app/web",
+        }
+    )
+    assert spec.extra_vars() == {
+        "app_name": "web",
+        "app_repo": GOOD["repo"],
+        "app_ref": "release/1.2",
+        "app_port": 18080,
+        "app_container_port": 5000,
+        "app_env": {"A_B": "x y", "_z": ""},
+        "app_health_path": "/healthz?x=1",
+        "app_context": "app/web",
+    }
+
+
+def test_env_values_are_not_in_the_repr() -> None:
+    assert "s3cr3t" not in repr(parse_deploy(GOOD | {"env": {"K": "s3cr3t"}}))
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "https://example.com/a/b.git",
+        "https://example.com:8443/a",
+        "ssh://git@example.com/a/b.git",
+        "ssh://example.com:2222/a",
+        "git@github.com:org/repo.git",
+        "file:///srv/repos/app",
+    ],
+)
+def test_accepted_repos(repo: str) -> None:
+    assert parse_deploy(GOOD | {"repo": repo}).repo == repo
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "",
+        "http://example.com/a",
+        "https://user:pass@example.com/a",
+        "https://token@example.com/a",
+        "https://example.com",
+        "ext::sh -c touch% /tmp/pwned",
+        "ext::sh",
+        "fd::17",
+        "--upload-pack=touch /tmp/pwned",
+        "-uhttps://example.com/a",
+        "file:///tmp/x y",
+        "file:///tmp/x\n",
+        "file:///tmp/x\x00",
+        "https://example.com/a::b",
+        "/srv/repo",
+        "../repo",
+        "file://host/path",
+        "https://example.com/" + "a" * 2048,
+        "$(touch /tmp/pwned)",
+        "; rm -rf /",
+    ],
+)
+def test_refused_repos(repo: str) -> None:
+    assert "repo" in bad_fields(GOOD | {"repo": repo})
+
+
+@pytest.mark.parametrize(
+    "name", ["", "Web", "1web", "-web", "web_1", "../../etc", "a" * 32, "web\n", "we b", "wéb"]
+)
+def test_refused_names(name: str) -> None:
+    assert "name" in bad_fields(GOOD | {"name": name})
+
+
+@pytest.mark.parametrize("name", ["a", "web-1", "a" * 31])
+def test_accepted_names(name: str) -> None:
+    assert parse_deploy(GOOD | {"name": name}).name == name
+
+
+@pytest.mark.parametrize("port", [0, 80, 1023, 65536, 61000, 62000, 63999, -1, 10**20])
+def test_refused_ports(port: int) -> None:
+    assert "port" in bad_fields(GOOD | {"port": port})
+
+
+@pytest.mark.parametrize("port", [1024, 60999, 64000, 65535])
+def test_accepted_ports(port: int) -> None:
+    assert parse_deploy(GOOD | {"port": port}).port == port
+
+
+@pytest.mark.parametrize("port", [0, 65536, -5])
+def test_refused_container_ports(port: int) -> None:
+    assert "container_port" in bad_fields(GOOD | {"container_port": port})
+
+
+@pytest.mark.parametrize(
+    "ref", ["-x", "--upload-pack=x", "a..b", "..", "a b", "a;b", "$(x)", "a\n", "x" * 201, "a~1", "a^", "a:b"]
+)
+def test_refused_refs(ref: str) -> None:
+    assert "ref" in bad_fields(GOOD | {"ref": ref})
+
+
+@pytest.mark.parametrize("ref", ["", "main", "v1.2.3", "feature/x-y", "0123abcd", "_x", ".x"])
+def test_accepted_refs(ref: str) -> None:
+    assert parse_deploy(GOOD | {"ref": ref}).ref == ref
+
+
+@pytest.mark.parametrize("path", ["", "healthz", "/a b", "/a\n", "/<x>", "/" + "a" * 256, '/"'])
+def test_refused_health_paths(path: str) -> None:
+    assert "health_path" in bad_fields(GOOD | {"health_path": path})
+
+
+@pytest.mark.parametrize("context", ["", "/abs", "..", "../x", "a/../b", "a/..", "-x", "a b", "a\n"])
+def test_refused_contexts(context: str) -> None:
+    assert "context" in bad_fields(GOOD | {"context": context})
+
+
+@pytest.mark.parametrize("context", [".", "app", "a/b/c", "a..b", "./x"])
+def test_accepted_contexts(context: str) -> None:
+    assert parse_deploy(GOOD | {"context": context}).context == context
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"1A": "x"}, "env"),
+        ({"A-B": "x"}, "env"),
+        ({"A B": "x"}, "env"),
+        ({"": "x"}, "env"),
+        ({"A": 1}, "env.A"),
+        ({"A": None}, "env.A"),
+        ({"A": True}, "env.A"),
+        ({"A": ["x"]}, "env.A"),
+        ({"A": "x\x00y"}, "env.A"),
+    ],
+)
+def test_refused_env(env: dict[str, Any], field: str) -> None:
+    assert field in bad_fields(GOOD | {"env": env})
+
+
+def test_refused_env_never_echoes_values() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_deploy(GOOD | {"env": {"OK": "s3cr3t-value", "BAD": 12345678}})
+    assert "s3cr3t" not in str(caught.value.to_json()) and "12345678" not in str(caught.value.to_json())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", 1),
+        ("repo", ["x"]),
+        ("port", "8080"),
+        ("port", 8080.5),
+        ("port", 8080.0),
+        ("port", True),
+        ("port", None),
+        ("container_port", "5000"),
+        ("ref", 1),
+        ("env", "A=b"),
+        ("env", ["A"]),
+        ("health_path", None),
+        ("context", 0),
+    ],
+)
+def test_wrong_types(field: str, value: Any) -> None:
+    assert field in bad_fields(GOOD | {field: value})
+
+
+def test_every_bad_field_is_named() -> None:
+    fields = bad_fields(
+        {
+            "name": "BAD",
+            "repo": "ext::sh",
+            "port": 80,
+            "container_port": 0,
+            "ref": "-x",
+            "env": {"K": 1},
+            "health_path": "x",
+            "context": "/",
+            "extra": 1,
+        }
+    )
+    assert set(fields) == {
+        "name",
+        "repo",
+        "port",
+        "container_port",
+        "ref",
+        "env.K",
+        "health_path",
+        "context",
+        "extra",
+    }
+
+
+def test_missing_fields_are_named() -> None:
+    assert bad_fields({}) == {
+        "name": "is required",
+        "repo": "is required",
+        "port": "is required",
+        "container_port": "is required",
+    }
+
+
+@pytest.mark.parametrize("body", [None, [], "x", 1, [GOOD]])
+def test_body_must_be_an_object(body: Any) -> None:
+    assert bad_fields(body) == {"body": "must be a JSON object"}
+
+
+def test_destroy_body() -> None:
+    assert parse_destroy(None) is False
+    assert parse_destroy({}) is False
+    assert parse_destroy({"force": True}) is True
+    for body in ({"force": "yes"}, {"force": 1}, {"other": True}, [], "x"):
+        with pytest.raises(ValidationError):
+            parse_destroy(body)
+
+
+def test_empty_body() -> None:
+    parse_empty(None)
+    parse_empty({})
+    with pytest.raises(ValidationError):
+        parse_empty({"x": 1})
