@@ -33,6 +33,7 @@ from paas.errors import (
 )
 from paas.runner import AnsibleRunner, Runner
 from paas.service import Service
+from paas.validation import parse_empty
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _printable(text: str) -> str:
 def read_json(*, required: bool) -> Any:
     """The request's JSON body: 413 above 64 KiB, 415 when not JSON, 400 when malformed.
 
-    Returns None when the body is empty and not ``required``.
+    Returns ``{}`` when the body is empty and not ``required`` (a JSON ``null`` stays None).
     """
     request = bottle.request
     try:
@@ -101,7 +102,7 @@ def read_json(*, required: bool) -> Any:
         raise PayloadTooLargeError(f"the body is larger than {BODY_LIMIT // 1024} KiB")
     content_type = request.environ.get("CONTENT_TYPE", "")
     if not raw and not required:
-        return None
+        return {}
     if not JSON_TYPE_RE.match(content_type):
         raise UnsupportedMediaTypeError("send the body as JSON (Content-Type: application/json)")
     if not raw:
@@ -193,7 +194,8 @@ def build_routes(service: Service, token: str) -> bottle.Bottle:
     def app_status(name: str) -> Reply:
         return 200, service.app_status(name)
 
-    @route("/apps/<name>", "DELETE")
+    # "deploy" is not an app name (validation reserves it): /apps/deploy is only the deploy action.
+    @route("/apps/<name:re:(?!deploy$)[^/]+>", "DELETE")
     def delete_app(name: str) -> Reply:
         job = service.delete_app(name)
         return 202, {"job": job}, {"Location": f"/jobs/{job['id']}"}
@@ -212,14 +214,14 @@ def build_routes(service: Service, token: str) -> bottle.Bottle:
         job = service.destroy(read_json(required=False))
         return 202, {"job": job}, {"Location": f"/jobs/{job['id']}"}
 
-    @route("/jobs/<job_id>", "GET")
-    def job(job_id: str) -> Reply:
-        return 200, service.job(job_id)
+    @route("/jobs/<id>", "GET")
+    def job(id: str) -> Reply:
+        return 200, service.job(id)
 
-    @route("/jobs/<job_id>/cancel", "POST")
-    def cancel(job_id: str) -> Reply:
-        read_json(required=False)
-        job = service.cancel_job(job_id)
+    @route("/jobs/<id>/cancel", "POST")
+    def cancel(id: str) -> Reply:
+        parse_empty(read_json(required=False))
+        job = service.cancel_job(id)
         return 202, {"job": job}, {"Location": f"/jobs/{job['id']}"}
 
     return app

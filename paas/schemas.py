@@ -11,6 +11,12 @@ from typing import Any
 from paas import __version__
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+# roles/app/tasks/assert.yml's alternatives, then no whitespace or control character, and no '::'.
+REPO_PATTERN = (
+    r"^(?!.*::)(?!-)(https://[^/@:\s\x00-\x1f\x7f]+(:[0-9]+)?/"
+    r"|ssh://([A-Za-z0-9._-]+@)?[^/@:\s\x00-\x1f\x7f]+(:[0-9]+)?/"
+    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s\x00-\x1f\x7f]|file:///)[^\s\x00-\x1f\x7f]*$"
+)
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 APP_STATES = ("pending", "running", "unhealthy", "failed")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
@@ -24,33 +30,41 @@ DEPLOY_REQUEST: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["name", "repo", "port", "container_port"],
     "properties": {
-        "name": {"type": "string", "pattern": NAME_PATTERN, "description": "App name."},
+        "name": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "not": {"const": "deploy"},
+            "description": "App name ('deploy' is reserved).",
+        },
         "repo": {
             "type": "string",
             "minLength": 1,
             "maxLength": 2048,
+            "pattern": REPO_PATTERN,
             "description": "Git URL: https://host/path, ssh://[user@]host/path, user@host:path or file:///path.",
         },
         "port": {
             "type": "integer",
             "minimum": 1024,
             "maximum": 65535,
+            "not": {"type": "integer", "minimum": 61000, "maximum": 63999},
             "description": "Public port on the host (not within 61000-63999, the platform's internal range).",
         },
         "container_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "ref": {
             "type": "string",
             "maxLength": 200,
+            "pattern": r"^$|^(?!.*\.\.)[A-Za-z0-9._/][A-Za-z0-9._/-]{0,199}$",
             "description": "Branch, tag or commit; empty for the default branch.",
         },
         "env": {
             "type": "object",
             "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": {"type": "string", "pattern": r"^[^\x00]*$"},
             "description": "Environment variables of the container. Values are never stored nor logged.",
         },
         "health_path": {"type": "string", "pattern": r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$"},
-        "context": {"type": "string", "pattern": r"^[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$"},
+        "context": {"type": "string", "pattern": r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$"},
     },
 }
 

@@ -107,10 +107,16 @@ def _schema_errors(validator: Draft202012Validator, body: Any) -> tuple[dict[str
     return fields, constrained
 
 
+# Names that are routes of the API (/apps/deploy).
+RESERVED_NAMES = frozenset({"deploy"})
+
+
 def check_name(name: Any) -> str | None:
     """Why ``name`` is not a valid app name, or None."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         return "must match ^[a-z][a-z0-9-]{0,30}$"
+    if name in RESERVED_NAMES:
+        return f"{name!r} is reserved"
     return None
 
 
@@ -190,8 +196,11 @@ def parse_deploy(body: Any) -> DeploySpec:
         if name in fields or name not in body or isinstance(value, bool):
             return
         if kind is int and isinstance(value, float):
-            fields[name] = "must be an integer"
-            return
+            # JSON Schema counts 8080.0 as an integer; anything else is not.
+            if not value.is_integer():
+                fields[name] = "must be an integer"
+                return
+            value = int(value)
         if not isinstance(value, kind):
             return
         reason = check(value)
@@ -228,8 +237,6 @@ def parse_deploy(body: Any) -> DeploySpec:
 
 def parse_destroy(body: Any) -> bool:
     """Validate a ``POST /infra/destroy`` body (``{}`` or ``{"force": bool}``); returns ``force``."""
-    if body is None:
-        return False
     if not isinstance(body, dict):
         raise ValidationError(
             "the request body must be a JSON object", fields={"body": "must be a JSON object"}
@@ -241,8 +248,8 @@ def parse_destroy(body: Any) -> bool:
 
 
 def parse_empty(body: Any) -> None:
-    """Bodies of actions that take no input: nothing, or an empty JSON object."""
-    if body is None or body == {}:
+    """Bodies of actions that take no input: an empty JSON object (the API reads no body as ``{}``)."""
+    if body == {}:
         return
     raise ValidationError(
         "this request takes no body (or an empty JSON object)", fields={"body": "must be empty"}

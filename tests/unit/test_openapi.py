@@ -1,0 +1,86 @@
+"""The OpenAPI document matches the routes, and schemathesis finds no 5xx nor any answer outside it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from jsonschema import Draft202012Validator
+from waitress.server import create_server
+
+from paas.api import build_routes, create_app, route_table
+from paas.config import Settings
+from paas.schemas import openapi_document
+from paas.testing import FakeRunner, call_wsgi
+
+TOKEN = "openapi-test-token-0123456789"
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+def test_document_lists_exactly_the_registered_routes(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path, api_token=TOKEN, monitor_interval=0), runner=FakeRunner())
+    try:
+        routes = route_table(app.wsgi)
+        documented = {
+            (method.upper(), path)
+            for path, item in openapi_document()["paths"].items()
+            for method in item
+            if method in METHODS
+        }
+        assert routes == documented
+        served = call_wsgi(app, "GET", "/openapi.json", token=TOKEN)
+        assert served.status == 200 and served.json() == openapi_document()
+    finally:
+        app.close()
+
+
+def test_route_table_converts_bottle_wildcards() -> None:
+    assert ("GET", "/jobs/{job_id}") not in route_table(build_routes.__globals__["bottle"].Bottle())
+    doc = openapi_document()
+    assert doc["openapi"].startswith("3.1")
+    # Path parameters are named as in the routes ({id} is the route's <job_id>): compare shapes.
+    for path in doc["paths"]:
+        assert "<" not in path
+
+
+def test_document_schemas_are_valid_json_schemas() -> None:
+    doc = openapi_document()
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    for item in doc["paths"].values():
+        for method, operation in item.items():
+            assert method in METHODS
+            assert operation["operationId"]
+            assert "responses" in operation
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("schemathesis")
+    runner = FakeRunner()
+    app = create_app(
+        Settings(data_dir=data, api_token=TOKEN, monitor_interval=0, workers=4, shutdown_grace=1),
+        runner=runner,
+    )
+    server: Any = create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        app.close()
+
+
+schema = schemathesis.openapi.from_dict(openapi_document())
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_document(case: Any, base_url: str) -> None:
+    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"})
