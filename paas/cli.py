@@ -1,0 +1,409 @@
+"""The ``paas`` command: the server (``paas serve``) and a client of its REST API (everything else).
+
+The client finds the API at ``PAAS_URL`` (default ``http://127.0.0.1:8000``) and its token in
+``PAAS_API_TOKEN`` or, failing that, in the token file the server generated in the data dir
+(``PAAS_DATA_DIR``), so on the server's own machine no setup is needed. Tables for people,
+``--json`` for scripts. Exit codes: 0 success, 1 a failed job or an API error, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NoReturn
+
+import click
+import requests
+
+from paas import config
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+POLL_SECONDS = 0.5
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+class ApiError(click.ClickException):
+    """The API answered with an error (or did not answer)."""
+
+    exit_code = 1
+
+
+class Client:
+    """A thin client of the REST API."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        try:
+            response = self.session.request(method, self.url + path, json=body, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ApiError(f"cannot reach the API at {self.url}: {exc.__class__.__name__}") from exc
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if response.status_code >= 400:
+            raise ApiError(_describe_error(response.status_code, payload))
+        return payload
+
+
+def _describe_error(status: int, payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return f"the API answered {status}"
+    text = f"{payload.get('message') or payload.get('error') or 'error'} ({status})"
+    fields = payload.get("fields") or {}
+    if isinstance(fields, dict):
+        for name, reason in sorted(fields.items()):
+            text += f"\n  {name}: {reason}"
+    return text
+
+
+def _client(ctx: click.Context) -> Client:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "client" not in obj:
+        token = obj.get("token")
+        if not token:
+            try:
+                token = config.read_token(config.load_settings())
+            except (config.SettingsError, OSError):
+                token = None
+        obj["client"] = Client(obj.get("url") or DEFAULT_URL, token)
+    client: Client = obj["client"]
+    return client
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _pairs(values: Iterable[str], option: str) -> dict[str, str]:
+    """K=V options into a dict; a value may hold '='."""
+    result: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        result[key] = value
+    return result
+
+
+def _short(commit: Any) -> Any:
+    return commit[:12] if isinstance(commit, str) else commit
+
+
+def _show_app(app: Mapping[str, Any]) -> None:
+    last = app.get("last_deploy") or {}
+    health = app.get("health") or {}
+    attempts = health.get("attempts") or []
+    rows = [
+        ("name", app.get("name")),
+        ("state", app.get("state")),
+        ("url", app.get("url")),
+        ("repo", app.get("repo")),
+        ("ref", app.get("ref") or "(default branch)"),
+        ("commit", _short(app.get("commit"))),
+        ("port", app.get("port")),
+        ("container port", app.get("container_port")),
+        ("health path", app.get("health_path")),
+        ("last deploy", f"{last.get('status', '-')} (job {last.get('job_id', '-')})"),
+    ]
+    if last.get("failed_step"):
+        rows.append(("failed step", last["failed_step"]))
+    if attempts:
+        last_attempt = attempts[-1]
+        rows.append(
+            (
+                "health",
+                f"{last_attempt.get('code')} in {last_attempt.get('latency_ms')} ms "
+                f"at {health.get('checked_at')} ({len(attempts)} attempt(s))",
+            )
+        )
+    _table(rows, ("field", "value"))
+    if last.get("message") and last.get("status") == "failed":
+        click.echo("\n" + str(last["message"]))
+
+
+def _show_job(job: Mapping[str, Any]) -> None:
+    _table(
+        [
+            ("id", job.get("id")),
+            ("kind", job.get("kind")),
+            ("app", job.get("app")),
+            ("status", job.get("status")),
+            ("created", job.get("created_at")),
+            ("started", job.get("started_at")),
+            ("finished", job.get("finished_at")),
+            ("failed step", job.get("failed_step")),
+        ],
+        ("field", "value"),
+    )
+    if job.get("message"):
+        click.echo("\n" + str(job["message"]))
+
+
+def _follow(client: Client, job: Mapping[str, Any], as_json: bool) -> NoReturn:
+    """Show each task of a job as it happens; exit 0 when it succeeded, 1 otherwise."""
+    shown = 0
+    job_id = job["id"]
+    while True:
+        job = client.call("GET", f"/jobs/{job_id}")
+        events = job.get("events") or []
+        if not as_json:
+            for event in events[shown:]:
+                click.echo(
+                    f"  {event.get('result', ''):<11} {event.get('task', '')}  [{event.get('host', '')}]"
+                )
+        shown = len(events)
+        if job.get("status") in TERMINAL:
+            break
+        time.sleep(POLL_SECONDS)
+    if as_json:
+        _print_json(job)
+    else:
+        click.echo(f"job {job_id} {job['status']}")
+        if job["status"] != "succeeded" and job.get("message"):
+            click.echo(str(job["message"]), err=True)
+    sys.exit(0 if job["status"] == "succeeded" else 1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url", envvar="PAAS_URL", default=DEFAULT_URL, show_default=True, help="API base URL (PAAS_URL)."
+)
+@click.option(
+    "--token", envvar="PAAS_API_TOKEN", help="API token (PAAS_API_TOKEN; default: the server's token file)."
+)
+@click.pass_context
+def main(ctx: click.Context, url: str, token: str | None) -> None:
+    """Mini PaaS: deploy apps from git to Docker hosts through Ansible."""
+    ctx.ensure_object(dict).update(url=url, token=token)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on."
+)
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("PAAS_LOG_LEVEL", "INFO"),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level (PAAS_LOG_LEVEL).",
+)
+def serve(host: str, port: int, log_level: str) -> None:
+    """Run the API server in the foreground (settings from PAAS_* variables)."""
+    from paas import logs, server
+
+    logs.configure(log_level.upper())
+    try:
+        server.serve(host=host, port=port)
+    except config.SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("name")
+@click.option("--repo", required=True, help="Git URL (https://, ssh://, user@host:path or file://).")
+@click.option("--port", required=True, type=int, help="Public port on the host.")
+@click.option("--container-port", required=True, type=int, help="Port the app listens on in its container.")
+@click.option("--ref", help="Branch, tag or commit (default: the repository's default branch).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable; repeatable.")
+@click.option("--health-path", help="Path probed for health (default /).")
+@click.option("--context", help="Directory of the repository holding the Dockerfile (default .).")
+@click.option(
+    "--wait", is_flag=True, help="Show each task as it happens; exit non-zero when the deploy fails."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def deploy(
+    ctx: click.Context,
+    name: str,
+    repo: str,
+    port: int,
+    container_port: int,
+    ref: str | None,
+    env: tuple[str, ...],
+    health_path: str | None,
+    context: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Deploy (or redeploy) the app NAME."""
+    body: dict[str, Any] = {"name": name, "repo": repo, "port": port, "container_port": container_port}
+    if ref is not None:
+        body["ref"] = ref
+    if env:
+        body["env"] = _pairs(env, "--env")
+    if health_path is not None:
+        body["health_path"] = health_path
+    if context is not None:
+        body["context"] = context
+    client = _client(ctx)
+    answer = client.call("POST", "/apps/deploy", body)
+    if wait:
+        if not as_json:
+            click.echo(f"deploying {name}: job {answer['job']['id']}")
+        _follow(client, answer["job"], as_json)
+    if as_json:
+        _print_json(answer)
+    else:
+        job_info = answer["job"]
+        click.echo(
+            f"deploying {name}: job {job_info['id']} ({job_info['status']}), app {answer['app']['state']}"
+        )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def apps(ctx: click.Context, as_json: bool) -> None:
+    """List the apps."""
+    answer = _client(ctx).call("GET", "/apps")
+    if as_json:
+        _print_json(answer)
+        return
+    rows = [
+        (a.get("name"), a.get("state"), a.get("port"), _short(a.get("commit")), a.get("url"))
+        for a in answer.get("apps", [])
+    ]
+    _table(rows, ("NAME", "STATE", "PORT", "COMMIT", "URL"))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show the status of the app NAME."""
+    answer = _client(ctx).call("GET", f"/apps/{name}/status")
+    if as_json:
+        _print_json(answer)
+    else:
+        _show_app(answer)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Wait until the app is removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def destroy(ctx: click.Context, name: str, wait: bool, as_json: bool) -> None:
+    """Remove the app NAME: its containers, images, proxy config and files."""
+    client = _client(ctx)
+    answer = client.call("DELETE", f"/apps/{name}")
+    if wait:
+        _follow(client, answer["job"], as_json)
+    if as_json:
+        _print_json(answer)
+    else:
+        click.echo(f"removing {name}: job {answer['job']['id']} ({answer['job']['status']})")
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--cancel", is_flag=True, help="Cancel the job.")
+@click.option("--wait", is_flag=True, help="Follow the job until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def job(ctx: click.Context, job_id: str, cancel: bool, wait: bool, as_json: bool) -> None:
+    """Show (or cancel, or follow) the job ID."""
+    client = _client(ctx)
+    answer = (
+        client.call("POST", f"/jobs/{job_id}/cancel")["job"]
+        if cancel
+        else client.call("GET", f"/jobs/{job_id}")
+    )
+    if wait:
+        _follow(client, answer, as_json)
+    if as_json:
+        _print_json(answer)
+    else:
+        _show_job(answer)
+
+
+@main.group()
+def infra() -> None:
+    """Provision, inspect or destroy the infrastructure the apps run on."""
+
+
+@infra.command("provision")
+@click.option("--environment", help="local, ssh or aws (default: the server's PAAS_ENVIRONMENT).")
+@click.option(
+    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="Terraform variable; repeatable."
+)
+@click.option("--wait", is_flag=True, help="Show each step as it happens; exit non-zero on failure.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def infra_provision(
+    ctx: click.Context, environment: str | None, variables: tuple[str, ...], wait: bool, as_json: bool
+) -> None:
+    """Create (or update) the hosts and prepare them to run apps."""
+    body: dict[str, Any] = {}
+    if environment:
+        body["environment"] = environment
+    if variables:
+        body["variables"] = _pairs(variables, "--var")
+    client = _client(ctx)
+    answer = client.call("POST", "/infra/provision", body)
+    if wait:
+        _follow(client, answer["job"], as_json)
+    if as_json:
+        _print_json(answer)
+    else:
+        click.echo(f"provisioning: job {answer['job']['id']} ({answer['job']['status']})")
+
+
+@infra.command("destroy")
+@click.option("--force", is_flag=True, help="Remove every app first (otherwise refused while apps exist).")
+@click.option("--wait", is_flag=True, help="Show each step as it happens; exit non-zero on failure.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def infra_destroy(ctx: click.Context, force: bool, wait: bool, as_json: bool) -> None:
+    """Destroy the infrastructure."""
+    client = _client(ctx)
+    answer = client.call("POST", "/infra/destroy", {"force": True} if force else {})
+    if wait:
+        _follow(client, answer["job"], as_json)
+    if as_json:
+        _print_json(answer)
+    else:
+        click.echo(f"destroying: job {answer['job']['id']} ({answer['job']['status']})")
+
+
+@infra.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def infra_status(ctx: click.Context, as_json: bool) -> None:
+    """Show the infrastructure: environment, state and hosts."""
+    answer = _client(ctx).call("GET", "/infra")
+    if as_json:
+        _print_json(answer)
+        return
+    click.echo(f"environment {answer.get('environment')}: {answer.get('state')}")
+    hosts = answer.get("hosts") or []
+    if isinstance(hosts, dict):
+        hosts = [{"name": k, **v} for k, v in hosts.items()]
+    rows = [
+        (h.get("name"), h.get("address"), h.get("port"), h.get("user"), h.get("connection")) for h in hosts
+    ]
+    if rows:
+        _table(rows, ("HOST", "ADDRESS", "PORT", "USER", "CONNECTION"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
