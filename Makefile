@@ -46,6 +46,9 @@ test-molecule: ## molecule test in every role (against this machine)
 
 test: lint test-unit test-integration test-molecule ## Everything CI runs: lint, unit, integration, Molecule
 
+demo: setup ## Start the API, provision this machine, deploy the offline example through the API (root)
+	bash examples/demo.sh
+
 bench: ## Print deploy timings against hand-run git + docker steps
 	$(BIN)/python bench/deploy_bench.py
 
