@@ -77,6 +77,7 @@ class JobContext:
         self._deadline = time.monotonic() + timeout
         self._events: collections.deque[dict[str, str]] = collections.deque(maxlen=manager.max_events)
         self._last_flush = 0.0
+        self._dirty = False
         self._events_lock = threading.Lock()
 
     def start_clock(self) -> None:
@@ -100,13 +101,21 @@ class JobContext:
         return self.canceled or self.timed_out
 
     def record(self, event: TaskEvent) -> None:
-        """Keep a task event (the last ``max_events``); written to the store about once a second."""
+        """Keep a task event (the last ``max_events``); written to the store at most about once a
+        second here, the rest by the manager's flusher."""
         with self._events_lock:
             self._events.append(
                 {"at": event.at, "task": event.task, "host": event.host, "result": event.result}
             )
+            self._dirty = True
             due = time.monotonic() - self._last_flush >= EVENT_FLUSH_SECONDS
         if due:
+            self.flush_events()
+
+    def flush_if_dirty(self) -> None:
+        with self._events_lock:
+            dirty = self._dirty
+        if dirty:
             self.flush_events()
 
     def events(self) -> list[dict[str, str]]:
@@ -114,9 +123,10 @@ class JobContext:
             return list(self._events)
 
     def flush_events(self) -> None:
-        events = self.events()
         with self._events_lock:
+            events = list(self._events)
             self._last_flush = time.monotonic()
+            self._dirty = False
         self._manager.store.update_job(self.job_id, lambda doc: doc.update(events=events))
 
 
@@ -189,6 +199,21 @@ class JobManager:
             thread = threading.Thread(target=self._worker, name=f"paas-job-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        threading.Thread(target=self._flusher, name="paas-job-events", daemon=True).start()
+
+    def _flusher(self) -> None:
+        """Write the task events of running jobs that arrived since their last write."""
+        while True:
+            with self._cond:
+                if self._stopping and not self._running:
+                    return
+                contexts = [entry.context for entry in self._running]
+            for ctx in contexts:
+                try:
+                    ctx.flush_if_dirty()
+                except Exception:
+                    log.exception("job %s (app %s): could not store its events", ctx.job_id, ctx.app)
+            time.sleep(EVENT_FLUSH_SECONDS)
 
     def recover(self) -> list[Doc]:
         """Fail the jobs a previous server left queued or running; returns them (after the change)."""

@@ -94,8 +94,13 @@ def _spec_fields(spec: DeploySpec) -> dict[str, Any]:
     }
 
 
-def split_failure(result: PlaybookResult) -> tuple[str | None, str]:
-    """``(failed_step, message)`` of a failed deploy run."""
+def split_failure(result: PlaybookResult) -> tuple[str | None, str | None]:
+    """``(failed_step, message)`` of a deploy run that did not succeed.
+
+    A canceled or timed out run has neither: the job manager words why it stopped.
+    """
+    if result.status in (RunStatus.CANCELED, RunStatus.TIMEOUT):
+        return None, None
     message = result.message or f"the deploy {result.status.value}"
     match = FAILURE_RE.match(message)
     if match:
