@@ -264,6 +264,7 @@ BAD_INPUTS: dict[str, tuple[dict[str, Any], str]] = {
     "env-key": ({"app_env": {"BAD-KEY": "x"}}, "app_env must map names"),
     "env-key-shell": ({"app_env": {"$(touch /tmp/engine-pwned)": "x"}}, "app_env must map names"),
     "env-not-dict": ({"app_env": ["A=1"]}, "app_env must map names"),
+    "env-boolean": ({"app_env": {"DEBUG": True}}, "app_env must map names"),
     "health-path": ({"app_health_path": "healthz"}, "app_health_path must be"),
     "context-traversal": ({"app_context": "../.."}, "app_context must be"),
     "context-absolute": ({"app_context": "/etc"}, "app_context must be"),
