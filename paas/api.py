@@ -8,10 +8,12 @@ Every answer is JSON, errors included (``{"error", "message", "fields"}``): Bott
 from __future__ import annotations
 
 import functools
+import gzip
 import hmac
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,12 +44,13 @@ PUBLIC_ROUTES = frozenset({("GET", "/healthz"), ("HEAD", "/healthz")})
 JSON_TYPE_RE = re.compile(r"^application/([a-z0-9.+-]+\+)?json\s*(;.*)?$", re.IGNORECASE)
 UNPRINTABLE_RE = re.compile(r"[^\x21-\x7e]")
 
-Payload = dict[str, Any]
+Payload = dict[str, Any] | bytes
 Reply = tuple[int, Payload] | tuple[int, Payload, dict[str, str]]
 
 
 def _response(status: int, payload: Payload, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
-    body = json.dumps(payload, separators=(",", ":"))
+    """A JSON response; ``payload`` may be JSON already serialized (bytes)."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":"))
     response = bottle.HTTPResponse(body=body, status=status)
     response.set_header("Content-Type", "application/json")
     response.set_header("Cache-Control", "no-store")
@@ -181,9 +184,24 @@ def build_routes(service: Service, token: str) -> bottle.Bottle:
     def openapi() -> Reply:
         return 200, schemas.openapi_document()
 
+    # GET /apps serializes every app: keep the answer (plain and gzipped) until the store changes.
+    apps_cache: dict[str, Any] = {"version": None, "body": b"", "gzip": b""}
+    apps_cache_lock = threading.Lock()
+
     @route("/apps", "GET")
     def list_apps() -> Reply:
-        return 200, {"apps": service.list_apps()}
+        version = service.store.version
+        with apps_cache_lock:
+            cached = dict(apps_cache) if apps_cache["version"] == version else None
+        if cached is None:
+            body = json.dumps({"apps": service.list_apps()}, separators=(",", ":")).encode("utf-8")
+            cached = {"version": version, "body": body, "gzip": gzip.compress(body, compresslevel=5)}
+            if service.store.version == version:  # nothing was written meanwhile: the answer is current
+                with apps_cache_lock:
+                    apps_cache.update(cached)
+        if "gzip" in bottle.request.environ.get("HTTP_ACCEPT_ENCODING", ""):
+            return 200, cached["gzip"], {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        return 200, cached["body"], {"Vary": "Accept-Encoding"}
 
     @route("/apps/deploy", "POST")
     def deploy() -> Reply:

@@ -74,6 +74,8 @@ class AtomicJSONStorage(Storage):
         self._text: str | None = None
         self._pending: str | None = None
         self._depth = 0
+        # Bumped whenever a write reaches the disk: readers cache what they derive from the data.
+        self.version = 0
         try:
             text = self._path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -101,6 +103,7 @@ class AtomicJSONStorage(Storage):
             return
         write_atomically(self._path, text)
         self._text = text
+        self.version += 1
 
     def begin(self) -> None:
         self._depth += 1
@@ -111,6 +114,7 @@ class AtomicJSONStorage(Storage):
             text, self._pending = self._pending, None
             write_atomically(self._path, text)
             self._text = text
+            self.version += 1
 
     def rollback(self) -> None:
         self._depth -= 1
@@ -153,6 +157,12 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @property
+    def version(self) -> int:
+        """Changes whenever a write is committed: a cache key for anything derived from the data."""
+        with self._lock:
+            return self._storage.version
 
     # ---- apps ----
     def get_app(self, name: str) -> Doc | None:
