@@ -2,8 +2,9 @@
 """Ansible dynamic inventory read from the outputs of a Mini PaaS Terraform environment.
 
 Every root module in terraform/<env>/ emits the same contract: an output `hosts`, a map of
-inventory hostname to {address, port, user, private_key_file, connection, groups, host_key}, and
-an output `environment`. This script turns it into Ansible's dynamic inventory JSON:
+inventory hostname to {address, port, user, private_key_file, connection, groups, host_key,
+python_interpreter}, and an output `environment`. This script turns it into Ansible's dynamic
+inventory JSON:
 
     inventory/terraform.py --list           all groups and `_meta.hostvars`
     inventory/terraform.py --host NAME      the variables of one host ({} when unknown)
@@ -14,9 +15,14 @@ Environment:
     PAAS_DATA_DIR          platform data dir (default $XDG_DATA_HOME/paas or ~/.local/share/paas);
                            Terraform's data dir is <data>/terraform/<env>/.terraform
     PAAS_TERRAFORM_OUTPUT  a file holding `terraform output -json`, read instead of running terraform
+    PAAS_TERRAFORM         the terraform executable (default: `terraform` on PATH)
 
 SSH hosts are pinned to <data>/known_hosts/<env> (StrictHostKeyChecking=yes) when that file exists;
-host key checking is never turned off. Standard library only.
+host key checking is never turned off. An SSH user other than root gets `ansible_become: true` (the
+roles need root). `python_interpreter` (optional in the contract: "" when absent) becomes
+`ansible_python_interpreter` of an SSH host; a local host always runs the controller's Python.
+Values become Ansible variables, which Ansible templates: none may hold a Jinja delimiter.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ ADDRESS_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
 HOST_KEY_PATTERN = re.compile(
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9-]+@openssh\.com) [A-Za-z0-9+/]+=*"
 )
+# An absolute path: no spaces, quotes or Jinja delimiters.
+INTERPRETER_PATTERN = re.compile(r"/[A-Za-z0-9._/+-]{0,254}")
+JINJA_PATTERN = re.compile(r"\{[{%#]|[}%#]\}")
 CONNECTIONS = ("local", "ssh")
 HOST_FIELDS = ("address", "port", "user", "private_key_file", "connection", "groups", "host_key")
 
@@ -89,6 +98,7 @@ class Host:
     connection: str
     groups: tuple[str, ...]
     host_key: str
+    python_interpreter: str = ""
 
 
 def read_settings(environ: Mapping[str, str]) -> Settings:
@@ -146,11 +156,12 @@ def read_terraform_output(settings: Settings, environ: Mapping[str, str]) -> str
             f"environment {env!r} is not initialised: {settings.terraform_data_dir} does not exist "
             f"(run terraform init with TF_DATA_DIR set to it, see terraform/{env}/README.md)"
         )
-    executable = shutil.which("terraform", path=environ.get("PATH"))
+    wanted = environ.get("PAAS_TERRAFORM") or "terraform"
+    executable = shutil.which(wanted, path=environ.get("PATH"))
     if executable is None:
         raise InventoryError(
-            f"terraform is not on PATH (needed to read environment {env!r}; "
-            "or set PAAS_TERRAFORM_OUTPUT to a file holding `terraform output -json`)"
+            f"{wanted} is not found (needed to read environment {env!r}; put terraform on PATH, set "
+            "PAAS_TERRAFORM, or set PAAS_TERRAFORM_OUTPUT to a file holding `terraform output -json`)"
         )
     argv = [executable, *terraform_command(settings)[1:]]
     try:
@@ -242,6 +253,13 @@ def parse_host(name: str, value: Any) -> Host:
     host_key = require_str(name, value, "host_key")
     if host_key and not HOST_KEY_PATTERN.fullmatch(host_key):
         raise InventoryError(f"host {name!r}: 'host_key' must be '' or '<type> <base64>', got {host_key!r}")
+    python_interpreter = (
+        require_str(name, value, "python_interpreter") if "python_interpreter" in value else ""
+    )
+    if python_interpreter and not INTERPRETER_PATTERN.fullmatch(python_interpreter):
+        raise InventoryError(
+            f"host {name!r}: 'python_interpreter' must be '' or an absolute path, got {python_interpreter!r}"
+        )
     return Host(
         name=name,
         address=address,
@@ -251,6 +269,7 @@ def parse_host(name: str, value: Any) -> Host:
         connection=connection,
         groups=tuple(dict.fromkeys([HOST_GROUP, *groups])),
         host_key=host_key,
+        python_interpreter=python_interpreter,
     )
 
 
@@ -260,6 +279,9 @@ def require_str(name: str, value: dict[str, Any], field: str) -> str:
         raise InventoryError(f"host {name!r}: {field!r} must be a string, got {type_name(item)}")
     if "\n" in item or "\r" in item:
         raise InventoryError(f"host {name!r}: {field!r} must be on one line")
+    if JINJA_PATTERN.search(item):
+        # Ansible would template it: a value from Terraform must never run code on the controller.
+        raise InventoryError(f"host {name!r}: {field!r} must not contain a Jinja delimiter")
     return item
 
 
@@ -284,8 +306,13 @@ def host_vars(host: Host, known_hosts_file: Path | None) -> dict[str, Any]:
         "ansible_port": host.port,
         "ansible_user": host.user,
     }
+    if host.user != "root":
+        # The roles install packages and write system config: a login user other than root sudoes.
+        variables["ansible_become"] = True
     if host.private_key_file:
         variables["ansible_ssh_private_key_file"] = host.private_key_file
+    if host.python_interpreter:
+        variables["ansible_python_interpreter"] = host.python_interpreter
     if known_hosts_file is not None:
         variables["ansible_ssh_common_args"] = (
             f"-o UserKnownHostsFile={shlex.quote(str(known_hosts_file))} -o StrictHostKeyChecking=yes"

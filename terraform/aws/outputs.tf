@@ -3,16 +3,17 @@
 # value is built with explicit conversions and its type is stated first in the description.
 
 output "hosts" {
-  description = "map(object({ address = string, port = number, user = string, private_key_file = string, connection = string, groups = list(string), host_key = string })): the app hosts, keyed by inventory hostname"
+  description = "map(object({ address = string, port = number, user = string, private_key_file = string, connection = string, groups = list(string), host_key = string, python_interpreter = string })): the app hosts, keyed by inventory hostname"
   value = {
     (var.name) = {
-      address          = tostring(aws_instance.this.public_ip != "" ? aws_instance.this.public_ip : aws_instance.this.private_ip)
-      port             = tonumber(22)
-      user             = tostring(var.ssh_user != null ? var.ssh_user : local.image.user)
-      private_key_file = tostring(local.private_key_file)
-      connection       = tostring("ssh")
-      groups           = tolist(["paas_hosts"])
-      host_key         = tostring(local.host_key)
+      address            = tostring(aws_instance.this.public_ip != "" ? aws_instance.this.public_ip : aws_instance.this.private_ip)
+      port               = tonumber(22)
+      user               = tostring(var.ssh_user != null ? var.ssh_user : local.image.user)
+      private_key_file   = tostring(local.private_key_file)
+      connection         = tostring("ssh")
+      groups             = tolist(["paas_hosts"])
+      host_key           = tostring(local.host_key)
+      python_interpreter = tostring(var.python_interpreter)
     }
   }
 }

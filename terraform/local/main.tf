@@ -9,8 +9,10 @@ locals {
     user             = ""
     private_key_file = ""
     connection       = "local"
-    groups           = distinct(concat(["paas_hosts"], var.groups))
-    host_key         = ""
+    # The controller's own Python (ansible_playbook_python): it has what the roles need.
+    python_interpreter = ""
+    groups             = distinct(concat(["paas_hosts"], var.groups))
+    host_key           = ""
   }
 }
 

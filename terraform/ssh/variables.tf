@@ -53,12 +53,13 @@ variable "user" {
 }
 
 variable "private_key_path" {
-  description = "Path, on the controller, of the SSH private key for `user`"
+  description = "Path, on the controller, of the SSH private key for `user`. Empty: the controller's SSH agent or default keys"
   type        = string
+  default     = ""
 
   validation {
-    condition     = trimspace(var.private_key_path) != "" && !can(regex("[\\n\\r]", var.private_key_path))
-    error_message = "private_key_path must be a non-empty path on one line."
+    condition     = var.private_key_path == "" || (trimspace(var.private_key_path) != "" && !can(regex("[\\n\\r{}]", var.private_key_path)))
+    error_message = "private_key_path must be empty or a non-blank path on one line (no '{' or '}')."
   }
 }
 
@@ -81,5 +82,16 @@ variable "groups" {
   validation {
     condition     = alltrue([for g in var.groups : can(regex("^[a-z_][a-z0-9_]{0,62}$", g)) && !contains(["all", "ungrouped"], g)])
     error_message = "Each group must be a lowercase identifier (letters, digits, '_'; not starting with a digit), and not 'all' or 'ungrouped'."
+  }
+}
+
+variable "python_interpreter" {
+  description = "Absolute path of Python 3 on the host, used by Ansible (ansible_python_interpreter). Empty: Ansible's interpreter discovery"
+  type        = string
+  default     = "/usr/bin/python3"
+
+  validation {
+    condition     = var.python_interpreter == "" || can(regex("^/[A-Za-z0-9._/+-]{0,254}$", var.python_interpreter))
+    error_message = "python_interpreter must be empty or an absolute path (letters, digits, '.', '_', '/', '+' or '-')."
   }
 }

@@ -387,6 +387,7 @@ def test_outputs_follow_the_inventory_contract(applied: dict[str, Any], workspac
             "connection": "ssh",
             "groups": ["paas_hosts"],
             "host_key": public_host_key(workspace),
+            "python_interpreter": "/usr/bin/python3",
         }
     }
     assert outputs["host_key"] == public_host_key(workspace)
@@ -416,7 +417,9 @@ def test_inventory_reads_the_created_host_and_pins_its_key(
                     "ansible_host": address,
                     "ansible_port": 22,
                     "ansible_user": "admin",
+                    "ansible_become": True,
                     "ansible_ssh_private_key_file": str(workspace.user_key),
+                    "ansible_python_interpreter": "/usr/bin/python3",
                     "ansible_ssh_common_args": pinned,
                 }
             }

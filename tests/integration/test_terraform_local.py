@@ -107,6 +107,7 @@ def test_local_environment_applies_and_feeds_the_inventory(data_dir: Path) -> No
             "connection": "local",
             "groups": ["paas_hosts"],
             "host_key": "",
+            "python_interpreter": "",
         }
     }
     assert listed(data_dir, "local") == {
@@ -150,7 +151,9 @@ def test_ssh_environment_pins_its_host_key_and_destroy_empties_the_inventory(dat
                     "ansible_host": "192.0.2.10",
                     "ansible_port": 2222,
                     "ansible_user": "deploy",
+                    "ansible_become": True,
                     "ansible_ssh_private_key_file": str(data_dir / "id_ed25519"),
+                    "ansible_python_interpreter": "/usr/bin/python3",
                     "ansible_ssh_common_args": (
                         f"-o UserKnownHostsFile={known_hosts_file} -o StrictHostKeyChecking=yes"
                     ),
@@ -202,7 +205,9 @@ def test_ansible_reads_the_inventory(data_dir: Path) -> None:
     [
         ("-var=address=-oProxyCommand=sh", "address must be a DNS name"),
         ("-var=port=0", "port must be an integer from 1 to 65535"),
-        ("-var=private_key_path= ", "private_key_path must be a non-empty path"),
+        ("-var=private_key_path= ", "private_key_path must be empty or a non-blank path"),
+        ("-var=private_key_path={{ lookup('pipe', 'id') }}", "private_key_path must be empty or a non-blank"),
+        ("-var=python_interpreter=python3", "python_interpreter must be empty or an absolute path"),
         ("-var=host_key=server ssh-ed25519 AAAAC3Nz", "host_key must be empty or a public key line"),
     ],
 )

@@ -28,6 +28,7 @@ HOSTS_TYPE = [
             "host_key": "string",
             "port": "number",
             "private_key_file": "string",
+            "python_interpreter": "string",
             "user": "string",
         },
     ],
@@ -76,6 +77,7 @@ SSH = outputs(
             private_key_file="/keys/id_ed25519",
             groups=["paas_hosts", "web"],
             host_key=HOST_KEY,
+            python_interpreter="/usr/bin/python3",
         )
     }
 )
@@ -163,7 +165,9 @@ def test_ssh_environment_lists_connection_variables_and_every_group(data_dir: Pa
                     "ansible_host": "192.0.2.10",
                     "ansible_port": 2222,
                     "ansible_user": "deploy",
+                    "ansible_become": True,
                     "ansible_ssh_private_key_file": "/keys/id_ed25519",
+                    "ansible_python_interpreter": "/usr/bin/python3",
                 }
             }
         },
@@ -186,6 +190,7 @@ def test_aws_environment_is_pinned_to_the_environments_known_hosts_file(data_dir
                     "ansible_host": "54.214.209.162",
                     "ansible_port": 22,
                     "ansible_user": "admin",
+                    "ansible_become": True,
                     "ansible_ssh_private_key_file": "/home/ops/.ssh/paas",
                     "ansible_ssh_common_args": (
                         f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
@@ -228,11 +233,44 @@ def test_local_host_gets_no_ssh_arguments_even_with_a_known_hosts_file(data_dir:
 
 
 def test_empty_private_key_file_leaves_the_key_to_ssh(data_dir: Path) -> None:
-    document = outputs({"h": host(private_key_file="")})
+    document = outputs({"h": host(private_key_file="", user="root")})
 
     hostvars = listed(data_dir, document)["_meta"]["hostvars"]["h"]
 
-    assert hostvars == {"ansible_host": "203.0.113.10", "ansible_port": 22, "ansible_user": "admin"}
+    assert hostvars == {"ansible_host": "203.0.113.10", "ansible_port": 22, "ansible_user": "root"}
+
+
+def test_only_a_login_user_other_than_root_becomes_root(data_dir: Path) -> None:
+    document = outputs({"r": host(user="root"), "u": host(user="ubuntu")})
+
+    hostvars = listed(data_dir, document)["_meta"]["hostvars"]
+
+    assert "ansible_become" not in hostvars["r"]
+    assert hostvars["u"]["ansible_become"] is True
+
+
+def test_python_interpreter_is_optional_and_ignored_for_a_local_host(data_dir: Path) -> None:
+    document = outputs(
+        {
+            "old": host(),  # state written before the field existed
+            "empty": host(python_interpreter=""),
+            "set": host(python_interpreter="/opt/python/bin/python3.12"),
+            "localhost": host(
+                address="localhost",
+                port=0,
+                user="",
+                connection="local",
+                python_interpreter="/usr/bin/python3",
+            ),
+        }
+    )
+
+    hostvars = listed(data_dir, document)["_meta"]["hostvars"]
+
+    assert "ansible_python_interpreter" not in hostvars["old"]
+    assert "ansible_python_interpreter" not in hostvars["empty"]
+    assert hostvars["set"]["ansible_python_interpreter"] == "/opt/python/bin/python3.12"
+    assert hostvars["localhost"]["ansible_python_interpreter"] == "{{ ansible_playbook_python }}"
 
 
 def test_every_host_is_in_paas_hosts_and_groups_are_listed_in_host_order(data_dir: Path) -> None:
@@ -291,7 +329,9 @@ def test_host_prints_the_variables_of_one_host(data_dir: Path) -> None:
         "ansible_host": "192.0.2.10",
         "ansible_port": 2222,
         "ansible_user": "deploy",
+        "ansible_become": True,
         "ansible_ssh_private_key_file": "/keys/id_ed25519",
+        "ansible_python_interpreter": "/usr/bin/python3",
     }
 
 
@@ -369,6 +409,17 @@ def without(field: str) -> dict[str, Any]:
         (outputs({"h": host(host_key="AAAA")}), "'host_key' must be '' or '<type> <base64>', got 'AAAA'"),
         (outputs({"h": host(user="a\nb")}), "host 'h': 'user' must be on one line"),
         (outputs({"bad name": host()}), "host 'bad name': not a valid inventory hostname"),
+        (
+            outputs({"h": host(python_interpreter="python3")}),
+            "'python_interpreter' must be '' or an absolute",
+        ),
+        (outputs({"h": host(python_interpreter="/x y")}), "'python_interpreter' must be '' or an absolute"),
+        (outputs({"h": host(python_interpreter=3)}), "'python_interpreter' must be a string, got number"),
+        (
+            outputs({"h": host(private_key_file="{{ lookup('pipe', 'id') }}")}),
+            "host 'h': 'private_key_file' must not contain a Jinja delimiter",
+        ),
+        (outputs({"h": host(private_key_file="/k/{% x %}")}), "'private_key_file' must not contain a Jinja"),
     ],
 )
 def test_wrong_shape_is_an_error_naming_what_is_wrong(data_dir: Path, document: Any, message: str) -> None:
@@ -497,7 +548,19 @@ def test_missing_terraform_is_an_error(tmp_path: Path, data_dir: Path) -> None:
         timeout=30,
     )
 
-    assert_fails(result, "terraform is not on PATH (needed to read environment 'local'")
+    assert_fails(result, "terraform is not found (needed to read environment 'local'; put terraform on PATH")
+
+
+def test_paas_terraform_names_the_executable(tmp_path: Path, data_dir: Path) -> None:
+    bin_dir = tmp_path / "tools"
+    record = fake_terraform(bin_dir, stdout=json.dumps(LOCAL))
+    (bin_dir / "terraform").rename(bin_dir / "terraform-1.11")
+    initialise(data_dir, "local")
+
+    result = run(["--list"], data_dir, PAAS_TERRAFORM=str(bin_dir / "terraform-1.11"))
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(record.read_text(encoding="utf-8"))["argv"][1:] == ["output", "-json", "-no-color"]
 
 
 def test_uninitialised_environment_is_an_error(data_dir: Path) -> None:
