@@ -22,6 +22,7 @@ from typing import Any
 import bottle
 
 from paas import schemas
+from paas.commands import CommandExecutor
 from paas.config import Settings, ensure_token, read_token
 from paas.errors import (
     AuthenticationError,
@@ -289,9 +290,16 @@ class Application:
         self.service.stop()
 
 
-def create_app(settings: Settings, runner: Runner | None = None, *, token: str | None = None) -> Application:
-    """Build and start the control plane. ``runner`` defaults to ansible-runner (tests pass a fake)."""
+def create_app(
+    settings: Settings,
+    runner: Runner | None = None,
+    *,
+    token: str | None = None,
+    executor: CommandExecutor | None = None,
+) -> Application:
+    """Build and start the control plane. ``runner`` defaults to ansible-runner and ``executor`` to
+    subprocesses (tests pass fakes)."""
     api_token = token or read_token(settings) or ensure_token(settings)[0]
-    service = Service(settings, runner or AnsibleRunner(settings))
+    service = Service(settings, runner or AnsibleRunner(settings), executor=executor)
     service.start()
     return Application(wsgi=build_routes(service, api_token), service=service)

@@ -11,8 +11,14 @@ Variable                   Default                                      Meaning
 ``PAAS_API_TOKEN``         (unset: generated at first start into        Bearer token every route but
                            ``<data>/api-token``, mode 0600)             ``GET /healthz`` requires.
 ``PAAS_INVENTORY``         ``<repo>/inventory/local.yml``               Ansible inventory of the app hosts.
-``PAAS_ENVIRONMENT``       ``local``                                    Infrastructure environment managed
-                                                                        by ``/infra`` (only ``local`` now).
+``PAAS_ENVIRONMENT``       ``local``                                    Environment ``POST /infra/provision``
+                                                                        uses when its body names none:
+                                                                        ``local``, ``ssh`` or ``aws``
+                                                                        (``terraform/<env>/``).
+``PAAS_TERRAFORM``         ``terraform`` (on ``PATH``)                  The Terraform executable.
+``PAAS_TF_PLUGIN_MIRROR``  (auto: ``/opt/tf-plugins`` or another        Filesystem provider mirror Terraform
+                           known plugin dir that holds providers)       installs providers from; ``off``:
+                                                                        none, the public registry only.
 ``PAAS_WORKERS``           ``4``                                        Jobs run at the same time (jobs of
                                                                         one app always run one by one).
 ``PAAS_JOB_TIMEOUT``       ``1800``                                     Seconds a job may run before it is
@@ -48,7 +54,8 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
-ENVIRONMENTS = ("local",)
+ENVIRONMENTS = ("local", "ssh", "aws")
+MIRROR_OFF = ("off", "none")
 
 
 class SettingsError(ValueError):
@@ -73,6 +80,10 @@ class Settings:
     shutdown_grace: float = 30.0
     http_threads: int = 8
     repo_root: Path = REPO_ROOT
+    # The Terraform executable: a name looked up on PATH when a job runs, or a path.
+    terraform: str = "terraform"
+    # A filesystem provider mirror; None: detect one of the known dirs when a job runs; "off": none.
+    tf_plugin_mirror: Path | str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -85,6 +96,16 @@ class Settings:
     @property
     def token_path(self) -> Path:
         return self.data_dir / TOKEN_FILE
+
+    @property
+    def terraform_dir(self) -> Path:
+        """``<data>/terraform/``: per environment, Terraform's state and data dir."""
+        return self.data_dir / "terraform"
+
+    @property
+    def known_hosts_dir(self) -> Path:
+        """``<data>/known_hosts/``: one pinned known_hosts file per environment."""
+        return self.data_dir / "known_hosts"
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
@@ -137,6 +158,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("PAAS_EXTRA_VARS must be a JSON object") from None
     if not isinstance(extra_vars, dict):
         raise SettingsError("PAAS_EXTRA_VARS must be a JSON object")
+    terraform = env.get("PAAS_TERRAFORM", "").strip() or "terraform"
+    if "/" in terraform and not Path(terraform).expanduser().is_file():
+        raise SettingsError(f"PAAS_TERRAFORM={terraform!r} is not a file")
+    raw_mirror = env.get("PAAS_TF_PLUGIN_MIRROR", "").strip()
+    mirror: Path | str | None = None
+    if raw_mirror.lower() in MIRROR_OFF:
+        mirror = "off"
+    elif raw_mirror:
+        mirror = Path(raw_mirror).expanduser().resolve()
+        if not mirror.is_dir():
+            raise SettingsError(f"PAAS_TF_PLUGIN_MIRROR={raw_mirror!r} is not a directory")
     return Settings(
         data_dir=data_dir,
         api_token=token,
@@ -153,6 +185,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         extra_vars=MappingProxyType(extra_vars),
         shutdown_grace=_number(env, "PAAS_SHUTDOWN_GRACE", 30.0, minimum=0),
         http_threads=_integer(env, "PAAS_HTTP_THREADS", 8, minimum=1),
+        terraform=str(Path(terraform).expanduser()) if "/" in terraform else terraform,
+        tf_plugin_mirror=mirror,
     )
 
 

@@ -65,6 +65,8 @@ class PlaybookRequest:
     timeout: float | None = None
     # Another inventory than the server's (e.g. a Terraform environment's dynamic inventory).
     inventory: Path | None = None
+    # Environment variables for ansible-playbook (and the inventory script), e.g. PAAS_TERRAFORM_ENV.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class PlaybookResult:
     failed_host: str | None = None
     # The failing task's ``msg`` (or the end of Ansible's output when no task failed).
     message: str | None = None
+    # Set when the run failed before any task: "connect" for a host whose SSH host key is refused.
+    failed_step: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -197,6 +201,30 @@ def pick_failure(failures: Iterable[_Failure], preferred: re.Pattern[str] | None
 
 # The deploy role's final message: "deploy of '<name>' failed at step '<step>': <reason>".
 DEPLOY_FAILURE_RE = re.compile(r"^deploy of '[^']*' failed at step '[a-z]+':")
+# An SSH host key that is not the pinned one. Mitogen (the default strategy) says the first; plain ssh
+# says the second when the key changed, the third when no pinned key matches at all.
+MITOGEN_HOST_KEY = "Host key checking is enabled, and SSH reported an unrecognized or mismatching host key."
+SSH_HOST_KEY_CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
+SSH_HOST_KEY_UNKNOWN = "Host key verification failed"
+HOST_KEY_ADVICE = (
+    "SSH refused the host because its key is not the one pinned in the environment's known_hosts. "
+    "If the host was rebuilt on purpose, provision again with its new host key; otherwise treat it "
+    "as a possible man-in-the-middle"
+)
+
+
+def host_key_failure(host: str, message: str) -> str | None:
+    """The job message for a connection refused over the host key ("host key changed for <host>: ..."),
+    or None when ``message`` is about something else."""
+    if MITOGEN_HOST_KEY in message or SSH_HOST_KEY_CHANGED in message:
+        said = MITOGEN_HOST_KEY if MITOGEN_HOST_KEY in message else f"ssh: {SSH_HOST_KEY_CHANGED}"
+        return f"host key changed for {host}: {HOST_KEY_ADVICE} ({said})"
+    if SSH_HOST_KEY_UNKNOWN in message:
+        return (
+            f"host key not trusted for {host}: no key pinned in the environment's known_hosts matches "
+            f"the host's (ssh: {SSH_HOST_KEY_UNKNOWN}); provision the environment with its host key"
+        )
+    return None
 
 
 def _write_private(path: Path, payload: Mapping[str, Any]) -> None:
@@ -228,6 +256,12 @@ class AnsibleRunner:
             env[name] = ""
         return env
 
+    def _environment_for(self, request: PlaybookRequest) -> dict[str, str]:
+        """:meth:`environment` plus the request's own variables (never the scrubbed ones)."""
+        env = self.environment()
+        env.update({name: value for name, value in request.env.items() if name not in SCRUBBED_ENV})
+        return env
+
     def run(
         self, request: PlaybookRequest, *, on_event: EventSink, should_cancel: CancelCheck
     ) -> PlaybookResult:
@@ -247,7 +281,7 @@ class AnsibleRunner:
                 inventory=str(request.inventory or settings.inventory),
                 ident=request.ident,
                 cmdline=shlex.join(["-e", f"@{vars_file}"]),
-                envvars=self.environment(),
+                envvars=self._environment_for(request),
                 suppress_env_files=True,
                 quiet=True,
                 settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
@@ -272,6 +306,9 @@ class AnsibleRunner:
             if failure is not None:
                 result.failed_task, result.failed_host = failure.task, failure.host
                 result.message = _clip(failure.message)
+                refused = host_key_failure(failure.host, failure.message)
+                if refused is not None:
+                    result.message, result.failed_step = refused, "connect"
             elif status is RunStatus.FAILED:
                 tail = _stdout_tail(private / "artifacts" / request.ident)
                 result.message = _clip(tail or f"{request.playbook} failed (rc {rc})")

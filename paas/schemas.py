@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from paas import __version__
+from paas.config import ENVIRONMENTS
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 # roles/app/tasks/assert.yml's alternatives, then no whitespace or control character, and no '::'.
@@ -65,6 +66,38 @@ DEPLOY_REQUEST: dict[str, Any] = {
         },
         "health_path": {"type": "string", "pattern": r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$"},
         "context": {"type": "string", "pattern": r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$"},
+    },
+}
+
+VARIABLE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+# Sizes are bounded by the body limit (64 KiB) alone.
+_TF_SCALAR: dict[str, Any] = {
+    "anyOf": [{"type": "string", "pattern": r"^[^\x00]*$"}, {"type": "number"}, {"type": "boolean"}]
+}
+
+PROVISION_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "environment": {
+            "enum": list(ENVIRONMENTS),
+            "description": "terraform/<environment>/ to apply; default: the server's PAAS_ENVIRONMENT.",
+        },
+        "variables": {
+            "type": "object",
+            "propertyNames": {"pattern": VARIABLE_NAME_PATTERN},
+            "additionalProperties": {
+                "anyOf": [
+                    _TF_SCALAR,
+                    {"type": "array", "items": _TF_SCALAR},
+                    {"type": "object", "additionalProperties": _TF_SCALAR},
+                ]
+            },
+            "description": "Terraform variables of the environment's module (strings, numbers, booleans, "
+            "or lists or maps of those). Values of variables whose name contains key, secret, token, "
+            "password, passphrase or credential are never stored nor shown; the others are kept for "
+            "later provisions and the destroy.",
+        },
     },
 }
 
@@ -193,10 +226,36 @@ INFRA: dict[str, Any] = {
     "type": "object",
     "required": ["environment", "state", "hosts", "outputs"],
     "properties": {
-        "environment": {"type": "string"},
+        "environment": {
+            "type": "string",
+            "description": "The current environment: the one provisioned last (the apps' jobs run against "
+            "its inventory), else the server's PAAS_ENVIRONMENT.",
+        },
         "state": {"enum": list(INFRA_STATES)},
-        "hosts": {"type": "array", "items": {"type": "object"}},
-        "outputs": {"type": "object"},
+        "hosts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "address", "connection"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "address": {"type": "string"},
+                    "connection": {"type": "string"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "object",
+            "description": "Terraform outputs but `hosts` (sensitive ones left out).",
+        },
+        "variables": {"type": "object", "description": "Stored Terraform variables (never secret ones)."},
+        "secret_variables": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Names of the secret variables of the last provision (values never stored).",
+        },
+        "job_id": _NULLABLE_STRING,
+        "updated_at": _TIMESTAMP,
     },
 }
 
@@ -348,10 +407,11 @@ def openapi_document() -> dict[str, Any]:
             "/infra/provision": {
                 "post": {
                     "operationId": "provisionInfra",
-                    "summary": "Prepare the hosts (playbooks/host.yml)",
+                    "summary": "Apply terraform/<environment>/ (init, plan, apply), pin the hosts' SSH keys, "
+                    "prepare the hosts (playbooks/host.yml)",
                     "requestBody": {
                         "required": False,
-                        "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+                        "content": {"application/json": {"schema": _ref("ProvisionRequest")}},
                     },
                     "responses": {
                         "202": _json(job_accepted, "Provisioning queued"),
@@ -397,6 +457,7 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "DeployRequest": DEPLOY_REQUEST,
+                "ProvisionRequest": PROVISION_REQUEST,
                 "DestroyRequest": DESTROY_REQUEST,
                 "Error": ERROR,
                 "App": APP,

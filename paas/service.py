@@ -1,4 +1,5 @@
-"""The service layer: what each API call does, between the routes and the jobs, store and runner.
+"""The service layer: what each API call does, between the routes and the jobs, store, runner and
+command executor.
 
 An app's ``state`` tells what serves now:
 
@@ -11,21 +12,33 @@ A successful deploy makes the app ``running``; after any deploy that did not suc
 check (``playbooks/status.yml``) sets the truth, so a failed redeploy of a serving app leaves it
 ``running`` with the failure in ``last_deploy``. The health monitor moves apps between
 ``running``, ``unhealthy`` and ``failed``, never for an app with a job queued or running.
+
+The infrastructure record (one document) holds the *current environment*: the Terraform environment
+provisioned last (``local``, ``ssh`` or ``aws``), its state (``absent``, ``provisioning``, ``ready``,
+``failed``, ``destroying``), whether Terraform may hold resources of it (``applied``: set when an
+apply starts, cleared by a successful destroy), its hosts and outputs, and the variables of its last
+apply (never the secret ones). App jobs (deploy, delete, status checks, the monitor) run against the
+current environment's dynamic inventory once it was applied; before any apply, ``local`` means the
+server's own inventory (``PAAS_INVENTORY``), and a remote environment has no hosts (deploys are
+refused). The record survives restarts, so does the choice. Another environment can be provisioned
+only after the current one is destroyed (which needs its apps gone).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from paas.clock import now
+from paas.commands import CommandExecutor, CommandRequest, SubprocessExecutor
 from paas.config import Settings
-from paas.errors import ConflictError, NotFoundError
-from paas.infra import CommandStep, Environment, PlaybookStep, environment_for
+from paas.errors import ConflictError, NotFoundError, ValidationError
+from paas.infra import CommandStep, StaticEnvironment, Step, StepError, TerraformEnvironment, scrub_runs
 from paas.jobs import JobContext, JobManager, JobOutcome, JobSpec, JobStatus, public_job
 from paas.runner import (
     PlaybookRequest,
@@ -37,7 +50,8 @@ from paas.runner import (
     scrub_artifacts,
 )
 from paas.store import ACTIVE_JOB_STATUSES, Doc, Store
-from paas.validation import DeploySpec, check_name, parse_deploy, parse_destroy, parse_empty
+from paas.terraform import split_variables, summarise_error
+from paas.validation import DeploySpec, check_name, parse_deploy, parse_destroy, parse_provision
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +65,24 @@ STATUS_CHECK_TIMEOUT = 300.0
 FAILURE_RE = re.compile(r"^deploy of '[^']*' failed at step '([a-z]+)': ?(.*)$", re.DOTALL)
 NOT_DEPLOYED_RE = re.compile(r"^app '[^']*' is not deployed on this host")
 MONITORED_STATES = frozenset({"running", "unhealthy", "failed"})
+# The host of the events of commands the server runs itself (Terraform, the inventory script).
+CONTROLLER = "controller"
+COMMAND_EVENTS_MAX = 200
+STDERR_SHOWN_LINES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFailure:
+    """How an infrastructure step did not succeed."""
+
+    status: JobStatus
+    failed_step: str | None
+    message: str | None
+
+
+def _stderr_tail(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return " / ".join(lines[-STDERR_SHOWN_LINES:])[:1000]
 
 
 def _health(entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -101,6 +133,8 @@ def split_failure(result: PlaybookResult) -> tuple[str | None, str | None]:
     """
     if result.status in (RunStatus.CANCELED, RunStatus.TIMEOUT):
         return None, None
+    if result.failed_step:
+        return result.failed_step, result.message
     message = result.message or f"the deploy {result.status.value}"
     match = FAILURE_RE.match(message)
     if match:
@@ -111,11 +145,22 @@ def split_failure(result: PlaybookResult) -> tuple[str | None, str | None]:
 class Service:
     """Everything the API can ask. Thread-safe; start it once, stop it once."""
 
-    def __init__(self, settings: Settings, runner: Runner, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runner: Runner,
+        store: Store | None = None,
+        *,
+        executor: CommandExecutor | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.runner = runner
+        self.executor: CommandExecutor = executor or SubprocessExecutor()
+        # The environment Terraform runs with (cloud credentials come from it): the process's.
+        self._environ = environ
         self.store = store or Store(settings.db_path, keep_jobs=settings.keep_jobs)
-        self.environment: Environment = environment_for(settings)
+        self.static = StaticEnvironment(settings)
         self.jobs = JobManager(
             self.store,
             workers=settings.workers,
@@ -131,6 +176,7 @@ class Service:
     def start(self) -> None:
         """Recover from a previous run, start the workers and the health monitor."""
         scrub_artifacts(self.settings.artifacts_dir)
+        scrub_runs(self.settings.data_dir)
         interrupted = self.jobs.recover()
         apps_to_check = self._after_interruption(interrupted)
         self.jobs.start()
@@ -189,6 +235,8 @@ class Service:
         stored: dict[str, Doc] = {}
 
         def prepare(job: Doc) -> None:
+            if self._infra_busy() is None:
+                self._app_target()  # 409 when the current environment has no hosts
             for other in self.store.list_apps():
                 if other["name"] == spec.name:
                     continue
@@ -248,7 +296,7 @@ class Service:
             return JobOutcome(
                 JobStatus.FAILED, message=f"app {spec.name!r} was deleted before the deploy ran"
             )
-        result = self.runner.run(
+        result = self._run_app_playbook(
             PlaybookRequest(
                 ident=ctx.job_id,
                 playbook=DEPLOY_PLAYBOOK,
@@ -371,16 +419,56 @@ class Service:
         status = (
             JobStatus.CANCELED if result.status is RunStatus.CANCELED and ctx.canceled else JobStatus.FAILED
         )
-        return JobOutcome(status, message=result.message, commit=failed)
+        return JobOutcome(status, failed_step=result.failed_step, message=result.message, commit=failed)
 
     # ---- infra ----
+    def _infra_doc(self) -> Doc:
+        return self.store.get_infra() or {"state": "absent"}
+
+    def current_environment(self, doc: Doc | None = None) -> str:
+        """The environment the apps run on: the one provisioned last (kept across restarts in the
+        infra record, until another is provisioned), else ``PAAS_ENVIRONMENT``."""
+        record = self._infra_doc() if doc is None else doc
+        return str(record.get("environment") or self.settings.environment)
+
+    def _terraform(self, name: str) -> TerraformEnvironment:
+        return TerraformEnvironment(self.settings, name, self._environ)
+
+    def _app_target(self) -> tuple[Path | None, dict[str, str]]:
+        """The inventory of app jobs (None: the server's) and the variables it needs.
+
+        Once a Terraform environment was applied, its dynamic inventory; before that, the server's
+        own inventory for ``local``. A remote environment that is not provisioned has no hosts.
+        """
+        doc = self._infra_doc()
+        if doc.get("applied"):
+            environment = self._terraform(str(doc["environment"]))
+            return environment.inventory, environment.inventory_env()
+        name = self.current_environment(doc)
+        if name == "local":
+            return None, {}
+        raise ConflictError(
+            f"the {name} environment is not provisioned: provision it first "
+            f"(POST /infra/provision, paas infra provision --environment {name})",
+            code="infra_absent",
+        )
+
     def infra(self) -> dict[str, Any]:
-        doc = self.store.get_infra() or {}
+        doc = self._infra_doc()
+        name = self.current_environment(doc)
+        if doc.get("applied") or doc.get("hosts"):
+            hosts = list(doc.get("hosts") or [])
+        else:
+            hosts = self.static.hosts() if name == "local" else []
         return {
-            "environment": self.environment.name,
+            "environment": name,
             "state": doc.get("state", "absent"),
-            "hosts": self.environment.hosts(),
-            "outputs": self.environment.outputs(),
+            "hosts": hosts,
+            "outputs": dict(doc.get("outputs") or {}),
+            "variables": dict(doc.get("variables") or {}),
+            "secret_variables": list(doc.get("secret_variables") or []),
+            "job_id": doc.get("job_id"),
+            "updated_at": doc.get("updated_at"),
         }
 
     def _infra_busy(self) -> Doc | None:
@@ -390,8 +478,15 @@ class Service:
         return None
 
     def _submit_infra(
-        self, kind: str, state: str, work: Callable[[JobContext], JobOutcome], check: Any
+        self,
+        kind: str,
+        state: str,
+        work: Callable[[JobContext], JobOutcome],
+        check: Callable[[Doc], None],
     ) -> Doc:
+        """Queue an infrastructure job. ``check(doc)`` runs in the transaction that stores the job: it
+        may refuse it (raise) or change the infra record."""
+
         def prepare(job: Doc) -> None:
             busy = self._infra_busy()
             if busy is not None:
@@ -399,17 +494,17 @@ class Service:
                     f"the infrastructure is busy: job {busy['id']} ({busy['kind']}) is {busy['status']}",
                     code="infra_busy",
                 )
-            check()
-            doc = self.store.get_infra() or {"state": "absent"}
-            doc.update(
-                previous_state=doc.get("state", "absent"), state=state, job_id=job["id"], updated_at=now()
-            )
+            doc = self._infra_doc()
+            previous = {"state": doc.get("state", "absent"), "environment": doc.get("environment")}
+            check(doc)
+            doc.update(previous=previous, state=state, job_id=job["id"], updated_at=now())
             self.store.put_infra(doc)
 
         def skipped(job: Doc) -> None:
-            doc = self.store.get_infra() or {}
+            doc = self._infra_doc()
             if doc.get("job_id") == job["id"]:
-                doc["state"] = doc.get("previous_state", "absent")
+                previous = doc.get("previous") or {}
+                doc.update(state=previous.get("state", "absent"), environment=previous.get("environment"))
                 self.store.put_infra(doc)
 
         job = self.jobs.submit(
@@ -426,13 +521,66 @@ class Service:
         return public_job(job)
 
     def provision(self, body: Any) -> dict[str, Any]:
-        parse_empty(body)
-        return self._submit_infra("provision", "provisioning", self._run_provision, lambda: None)
+        """Queue a provision of ``body.environment`` (default ``PAAS_ENVIRONMENT``) with its variables.
+
+        The variables apply over those stored by the last provision of the same environment. Switching
+        to another environment needs the current one destroyed (and so no apps). 400 names each bad
+        variable (unknown to the module, set by the server, or a secret one given last time and missing
+        now: secret values are never stored).
+        """
+        spec = parse_provision(body, self.settings.environment)
+        environment = self._terraform(spec.environment)
+        planned: dict[str, Any] = {}
+
+        def check(doc: Doc) -> None:
+            current = self.current_environment(doc)
+            if spec.environment != current:
+                if doc.get("applied"):
+                    raise ConflictError(
+                        f"the {current} environment is provisioned: destroy it first (POST /infra/destroy), "
+                        f"then provision {spec.environment}",
+                        code="environment_in_use",
+                    )
+                names = [a["name"] for a in self.store.list_apps()]
+                if names:
+                    raise ConflictError(
+                        f"{len(names)} app(s) run on the {current} environment ({', '.join(names[:10])}): "
+                        f"delete them before provisioning {spec.environment}",
+                        code="apps_exist",
+                    )
+            same = doc.get("environment") == spec.environment
+            declared = environment.declared_variables()
+            stored = {k: v for k, v in (doc.get("variables") or {}).items() if k in declared} if same else {}
+            secret_before = list(doc.get("secret_variables") or []) if same and doc.get("applied") else []
+            fields = {
+                f"variables.{name}": "was given at the last provision of this environment and is never "
+                "stored (its name marks it secret): send it again"
+                for name in secret_before
+                if name not in spec.variables
+            }
+            variables = {**stored, **spec.variables}
+            fields.update(environment.check_variables(variables))
+            if fields:
+                raise ValidationError(
+                    "the provision request is invalid: " + ", ".join(sorted(fields)), fields=fields
+                )
+            planned["variables"] = variables
+            doc["environment"] = spec.environment
+
+        return self._submit_infra(
+            "provision",
+            "provisioning",
+            lambda ctx: self._run_provision(ctx, spec.environment, planned["variables"]),
+            check,
+        )
 
     def destroy(self, body: Any) -> dict[str, Any]:
+        """Queue the destroy of the current environment (409 while apps exist, unless ``force``: then
+        the apps are removed first)."""
         force = parse_destroy(body)
+        target: dict[str, str] = {}
 
-        def check() -> None:
+        def check(doc: Doc) -> None:
             names = [a["name"] for a in self.store.list_apps()]
             if names and not force:
                 raise ConflictError(
@@ -440,70 +588,187 @@ class Service:
                     '{"force": true}',
                     code="apps_exist",
                 )
+            target["environment"] = self.current_environment(doc)
+            doc["environment"] = target["environment"]
 
-        return self._submit_infra("destroy", "destroying", lambda ctx: self._run_destroy(ctx, force), check)
+        return self._submit_infra(
+            "destroy",
+            "destroying",
+            lambda ctx: self._run_destroy(ctx, force, target["environment"]),
+            check,
+        )
 
-    def _set_infra_state(self, job: Doc, state: str) -> None:
-        doc = self.store.get_infra() or {}
-        if doc.get("job_id") == job["id"]:
-            doc.update(state=state, updated_at=now())
-            self.store.put_infra(doc)
+    def _update_infra(self, job_id: str, **changes: Any) -> None:
+        """Change the infra record, if the job ``job_id`` still owns it."""
+        with self.store.transaction():
+            doc = self._infra_doc()
+            if doc.get("job_id") == job_id:
+                doc.update(changes, updated_at=now())
+                self.store.put_infra(doc)
+
+    def _set_infra_state(self, job: Doc, state: str, **changes: Any) -> None:
+        self._update_infra(job["id"], state=state, **changes)
 
     def _run_steps(
-        self, ctx: JobContext, steps: list[PlaybookStep | CommandStep], first: int
-    ) -> PlaybookResult | None:
-        """Run the steps in order; returns the first result that did not succeed (None: all did)."""
-        for number, step in enumerate(steps, start=first):
-            if isinstance(step, CommandStep):
-                return PlaybookResult(
-                    RunStatus.FAILED, message=f"{step.description}: command steps are not supported yet"
-                )
+        self,
+        ctx: JobContext,
+        steps: list[Step],
+        first: int,
+        redact: Callable[[str], str] = str,
+        applying: Callable[[], None] | None = None,
+    ) -> StepFailure | None:
+        """Run the steps in order; returns how the first one that did not succeed failed (None: all
+        did). Playbook steps are numbered from ``first`` (their artifact dirs); ``applying()`` runs
+        just before an ``apply`` step."""
+        number = first
+        for step in steps:
+            if ctx.should_stop():
+                return StepFailure(JobStatus.CANCELED if ctx.canceled else JobStatus.FAILED, None, None)
             log.info("job %s: %s", ctx.job_id, step.description)
-            result = self._run_playbook(
-                ctx, step.playbook, dict(step.extravars), number=number, inventory=step.inventory
-            )
-            if not result.ok:
-                return result
+            if isinstance(step, CommandStep):
+                if step.name == "apply" and applying is not None:
+                    applying()
+                failure = self._run_command(ctx, step, redact)
+            else:
+                result = self._run_playbook(
+                    ctx,
+                    step.playbook,
+                    dict(step.extravars),
+                    number=number,
+                    inventory=step.inventory,
+                    env=step.env,
+                )
+                number += 1
+                failure = None
+                if not result.ok:
+                    canceled = result.status is RunStatus.CANCELED and ctx.canceled
+                    failure = StepFailure(
+                        JobStatus.CANCELED if canceled else JobStatus.FAILED,
+                        None if canceled else result.failed_step or step.name,
+                        result.message or f"{step.description}: {result.status.value}",
+                    )
+            if failure is not None:
+                return failure
         return None
 
-    def _run_provision(self, ctx: JobContext) -> JobOutcome:
-        failure = self._run_steps(ctx, self.environment.provision_steps(), 0)
-        if failure is None:
-            return JobOutcome(JobStatus.SUCCEEDED, commit=lambda job: self._set_infra_state(job, "ready"))
-        status = (
-            JobStatus.CANCELED if failure.status is RunStatus.CANCELED and ctx.canceled else JobStatus.FAILED
+    def _run_command(
+        self, ctx: JobContext, step: CommandStep, redact: Callable[[str], str]
+    ) -> StepFailure | None:
+        """One command step: its progress lines as events (bounded), then its closing event."""
+        shown = 0
+
+        def on_line(line: str) -> None:
+            nonlocal shown
+            event = step.progress(line) if step.progress is not None else None
+            if event is None or shown >= COMMAND_EVENTS_MAX:
+                return
+            shown += 1
+            ctx.record(TaskEvent(at=now(), task=redact(event[0]), host=CONTROLLER, result=event[1]))
+
+        result = self.executor.run(
+            CommandRequest(step.argv, env=step.env, cwd=step.cwd, timeout=step.timeout, capture=step.capture),
+            on_line=on_line,
+            should_cancel=ctx.should_stop,
         )
-        return JobOutcome(
-            status, message=failure.message, commit=lambda job: self._set_infra_state(job, "failed")
+        if result.ok:
+            try:
+                task = step.after(result.stdout) if step.after is not None else None
+            except StepError as exc:
+                ctx.record(TaskEvent(at=now(), task=step.description, host=CONTROLLER, result="failed"))
+                return StepFailure(JobStatus.FAILED, step.name, redact(f"{step.description}: {exc}"))
+            if task is not None or shown == 0:
+                ctx.record(
+                    TaskEvent(at=now(), task=redact(task or step.description), host=CONTROLLER, result="ok")
+                )
+            return None
+        ctx.record(TaskEvent(at=now(), task=step.description, host=CONTROLLER, result="failed"))
+        if result.status is RunStatus.CANCELED:
+            if ctx.canceled:
+                return StepFailure(JobStatus.CANCELED, None, None)
+            return StepFailure(JobStatus.FAILED, step.name, f"{step.description} was stopped")
+        if result.status is RunStatus.TIMEOUT:
+            return StepFailure(
+                JobStatus.FAILED, step.name, f"{step.description} timed out after {step.timeout:g} s"
+            )
+        detail = result.message or summarise_error(result.stderr) or _stderr_tail(result.stderr)
+        return StepFailure(
+            JobStatus.FAILED,
+            step.name,
+            redact(
+                f"{step.description} failed (exit {result.rc}): {detail}"
+                if detail
+                else f"{step.description} failed (exit {result.rc})"
+            ),
         )
 
-    def _run_destroy(self, ctx: JobContext, force: bool) -> JobOutcome:
+    def _run_provision(self, ctx: JobContext, name: str, variables: dict[str, Any]) -> JobOutcome:
+        environment = self._terraform(name)
+        plain, secret = split_variables(variables)
+        found: dict[str, Any] = {}
+
+        def applying() -> None:
+            # From the apply on, Terraform may hold resources made with these values: a destroy must
+            # run terraform, with them (the secret ones are not kept: their defaults apply then).
+            self._update_infra(ctx.job_id, applied=True, variables=plain, secret_variables=secret)
+
+        try:
+            with environment.session(variables) as session:
+                failure = self._run_steps(ctx, session.provision_steps(), 0, session.redact, applying)
+                if session.hosts or session.outputs:
+                    found.update(hosts=session.hosts, outputs=session.outputs)
+        except (StepError, OSError) as exc:
+            failure = StepFailure(JobStatus.FAILED, "init", str(exc))
+        if failure is None:
+            return JobOutcome(
+                JobStatus.SUCCEEDED, commit=lambda job: self._set_infra_state(job, "ready", **found)
+            )
+        return JobOutcome(
+            failure.status,
+            failed_step=failure.failed_step,
+            message=failure.message,
+            commit=lambda job: self._set_infra_state(job, "failed", **found),
+        )
+
+    def _run_destroy(self, ctx: JobContext, force: bool, name: str) -> JobOutcome:
         number = 0
         problems: list[str] = []
         if force:
             for app in self.store.list_apps():
                 if ctx.should_stop():
                     break
-                name = app["name"]
-                log.info("job %s: removing app %s before destroying the environment", ctx.job_id, name)
-                result = self._run_playbook(ctx, REMOVE_PLAYBOOK, {"app_name": name}, number=number)
+                app_name = app["name"]
+                log.info("job %s: removing app %s before destroying the environment", ctx.job_id, app_name)
+                result = self._run_playbook(ctx, REMOVE_PLAYBOOK, {"app_name": app_name}, number=number)
                 number += 1
                 if result.ok:
-                    self.store.delete_app(name)
+                    self.store.delete_app(app_name)
                 else:
-                    problems.append(f"removing {name}: {result.message}")
-        failure = (
-            None
-            if problems or ctx.should_stop()
-            else self._run_steps(ctx, self.environment.destroy_steps(), number)
-        )
-        if failure is not None:
-            problems.append(failure.message or "a destroy step failed")
-        if not problems and not ctx.should_stop():
-            return JobOutcome(JobStatus.SUCCEEDED, commit=lambda job: self._set_infra_state(job, "absent"))
+                    problems.append(f"removing {app_name}: {result.message}")
+        failure: StepFailure | None = None
+        doc = self._infra_doc()
+        environment = self._terraform(name)
+        if not problems and not ctx.should_stop() and doc.get("applied"):
+            try:
+                with environment.session(dict(doc.get("variables") or {})) as session:
+                    failure = self._run_steps(ctx, session.destroy_steps(), number, session.redact)
+            except (StepError, OSError) as exc:
+                failure = StepFailure(JobStatus.FAILED, "init", str(exc))
+        elif not problems and not ctx.should_stop():
+            # Nothing was ever applied here: no Terraform resources, nothing to run.
+            environment.forget_host_keys()
+        if failure is not None and failure.message:
+            problems.append(failure.message)
+        if not problems and failure is None and not ctx.should_stop():
+            return JobOutcome(
+                JobStatus.SUCCEEDED,
+                commit=lambda job: self._set_infra_state(
+                    job, "absent", applied=False, hosts=[], outputs={}, variables={}, secret_variables=[]
+                ),
+            )
         status = JobStatus.CANCELED if ctx.canceled else JobStatus.FAILED
         return JobOutcome(
             status,
+            failed_step=failure.failed_step if failure is not None else None,
             message="; ".join(problems) or None,
             commit=lambda job: self._set_infra_state(job, "failed"),
         )
@@ -529,17 +794,35 @@ class Service:
         *,
         number: int = 0,
         inventory: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> PlaybookResult:
-        return self.runner.run(
-            PlaybookRequest(
-                ident=ctx.job_id if number == 0 else f"{ctx.job_id}.{number}",
-                playbook=playbook,
-                extravars=extravars,
-                inventory=inventory,
-            ),
-            on_event=ctx.record,
-            should_cancel=ctx.should_stop,
+        """Run a playbook of a job: against ``inventory`` (with ``env``) when given, else against the
+        current environment's hosts (an app playbook)."""
+        request = PlaybookRequest(
+            ident=ctx.job_id if number == 0 else f"{ctx.job_id}.{number}",
+            playbook=playbook,
+            extravars=extravars,
+            inventory=inventory,
+            env=dict(env or {}),
         )
+        if inventory is not None:
+            return self.runner.run(request, on_event=ctx.record, should_cancel=ctx.should_stop)
+        return self._run_app_playbook(request, on_event=ctx.record, should_cancel=ctx.should_stop)
+
+    def _run_app_playbook(
+        self,
+        request: PlaybookRequest,
+        *,
+        on_event: Callable[[TaskEvent], None],
+        should_cancel: Callable[[], bool],
+    ) -> PlaybookResult:
+        """Run an app playbook against the current environment's inventory (see :meth:`_app_target`)."""
+        try:
+            inventory, env = self._app_target()
+        except ConflictError as exc:
+            return PlaybookResult(RunStatus.FAILED, message=exc.message)
+        request = dataclasses.replace(request, inventory=inventory, env={**env, **request.env})
+        return self.runner.run(request, on_event=on_event, should_cancel=should_cancel)
 
     def _live_status(
         self,
@@ -554,7 +837,7 @@ class Service:
         check itself failed (the truth is unknown).
         """
         extravars: dict[str, Any] = {"app_name": names[0]} if names and len(names) == 1 else {}
-        result = self.runner.run(
+        result = self._run_app_playbook(
             PlaybookRequest(
                 ident=ident or f"status-{threading.get_ident()}",
                 playbook=STATUS_PLAYBOOK,

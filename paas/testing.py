@@ -1,8 +1,10 @@
-"""A fake playbook runner for tests and demos: no Ansible, no Docker, the same contract as
-:class:`paas.runner.AnsibleRunner` (results, events, cancel).
+"""Fakes for tests and demos: a playbook runner (no Ansible, no Docker, the same contract as
+:class:`paas.runner.AnsibleRunner`: results, events, cancel) and a command executor that plays
+Terraform and the inventory script (:class:`FakeExecutor`).
 
-It remembers what it "deployed" so ``status.yml`` reports it, and can be told to fail a deploy at a
-step, to report an app in another state, or to hold every run until :attr:`FakeRunner.gate` is set.
+The runner remembers what it "deployed" so ``status.yml`` reports it, and can be told to fail a deploy
+at a step, to report an app in another state, or to hold every run until :attr:`FakeRunner.gate` is
+set.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from paas.clock import now
+from paas.commands import CommandRequest, CommandResult, LineSink
 from paas.runner import CancelCheck, EventSink, PlaybookRequest, PlaybookResult, RunStatus, TaskEvent
 
 
@@ -148,6 +152,150 @@ class FakeRunner:
         else:
             entries = [self.report(apps[n]) for n in sorted(apps)]
         return PlaybookResult(RunStatus.SUCCEEDED, rc=0, facts={"app_status_report": entries})
+
+
+@dataclass
+class SeenVariables:
+    """A variables file as a fake Terraform read it: its content and its mode."""
+
+    command: str
+    environment: str
+    values: dict[str, Any]
+    mode: int
+
+
+@dataclass
+class FakeExecutor:
+    """Scriptable stand-in for the command executor: plays ``terraform`` (init, plan, apply, output,
+    destroy) with one fake state per environment, and ``inventory/terraform.py --known-hosts``.
+
+    The hosts a plan creates follow the variables file the way the real modules do. ``fail`` makes a
+    terraform command fail (``{"plan": "Error: ..."}``: the text is its stderr); ``gate`` holds every
+    terraform command until set (or canceled).
+    """
+
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fail: dict[str, str] = field(default_factory=dict)
+    gate: threading.Event | None = None
+    calls: list[CommandRequest] = field(default_factory=list)
+    seen_variables: list[SeenVariables] = field(default_factory=list)
+    _planned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, request: CommandRequest, *, on_line: LineSink, should_cancel: CancelCheck) -> CommandResult:
+        with self._lock:
+            self.calls.append(request)
+        argv = list(request.argv)
+        if len(argv) > 1 and argv[1].endswith("terraform.py"):
+            return self._known_hosts(request)
+        environment = Path(argv[1].split("=", 1)[1]).name
+        command = argv[2]
+        gate = self.gate
+        if gate is not None:
+            while not gate.wait(0.02):
+                if should_cancel():
+                    return CommandResult(RunStatus.CANCELED, rc=-15)
+        if should_cancel():
+            return CommandResult(RunStatus.CANCELED, rc=-15)
+        if command in self.fail:
+            return CommandResult(RunStatus.FAILED, rc=1, stderr=self.fail[command])
+        if command == "plan":
+            variables = self._read_variables(argv, command, environment)
+            hosts = self.hosts_for(environment, variables)
+            with self._lock:
+                self._planned[environment] = hosts
+            for name in hosts:
+                on_line(f"  # terraform_data.this[{name!r}] will be created")
+            on_line(f"Plan: {len(hosts)} to add, 0 to change, 0 to destroy.")
+        elif command == "apply":
+            with self._lock:
+                self.states[environment] = self._planned.pop(environment)
+            on_line("terraform_data.this: Creation complete after 0s [id=fake]")
+            on_line("Apply complete! Resources: 1 added, 0 changed, 0 destroyed.")
+        elif command == "destroy":
+            self._read_variables(argv, command, environment)
+            with self._lock:
+                self.states.pop(environment, None)
+            on_line("terraform_data.this: Destruction complete after 0s")
+            on_line("Destroy complete! Resources: 1 destroyed.")
+        elif command == "output":
+            return CommandResult(RunStatus.SUCCEEDED, rc=0, stdout=json.dumps(self.outputs(environment)))
+        return CommandResult(RunStatus.SUCCEEDED, rc=0)
+
+    def _read_variables(self, argv: list[str], command: str, environment: str) -> dict[str, Any]:
+        path = Path(next(a for a in argv if a.startswith("-var-file=")).split("=", 1)[1])
+        values: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        with self._lock:
+            self.seen_variables.append(
+                SeenVariables(command, environment, values, path.stat().st_mode & 0o777)
+            )
+        return values
+
+    @staticmethod
+    def hosts_for(environment: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``hosts`` output the real module would give for these variables."""
+
+        def key(value: Any) -> str:
+            return " ".join(str(value or "").split()[:2])
+
+        if environment == "local":
+            return {
+                "localhost": {
+                    "address": "localhost",
+                    "port": 0,
+                    "user": "",
+                    "private_key_file": "",
+                    "connection": "local",
+                    "groups": ["paas_hosts"],
+                    "host_key": "",
+                    "python_interpreter": "",
+                }
+            }
+        if environment == "ssh":
+            return {
+                str(variables.get("host_name", "paas-ssh")): {
+                    "address": str(variables.get("address", "")),
+                    "port": int(variables.get("port", 22)),
+                    "user": str(variables.get("user", "")),
+                    "private_key_file": str(variables.get("private_key_path", "")),
+                    "connection": "ssh",
+                    "groups": ["paas_hosts"],
+                    "host_key": key(variables.get("host_key")),
+                    "python_interpreter": str(variables.get("python_interpreter", "/usr/bin/python3")),
+                }
+            }
+        host_key = variables.get("ssh_host_key") or {}
+        return {
+            str(variables.get("name", "paas-aws")): {
+                "address": "198.51.100.7",
+                "port": 22,
+                "user": "admin",
+                "private_key_file": str(variables.get("private_key_path", "")),
+                "connection": "ssh",
+                "groups": ["paas_hosts"],
+                "host_key": key(host_key.get("public_key") if isinstance(host_key, dict) else ""),
+                "python_interpreter": "/usr/bin/python3",
+            }
+        }
+
+    def outputs(self, environment: str) -> dict[str, Any]:
+        hosts = self.states.get(environment)
+        if hosts is None:
+            return {}
+        return {
+            "environment": {"sensitive": False, "type": "string", "value": environment},
+            "hosts": {"sensitive": False, "type": "map", "value": hosts},
+            "admin_password": {"sensitive": True, "type": "string", "value": "sensitive-output-value"},
+        }
+
+    def _known_hosts(self, request: CommandRequest) -> CommandResult:
+        environment = request.env.get("PAAS_TERRAFORM_ENV", "local")
+        lines = []
+        for host in self.states.get(environment, {}).values():
+            if host["connection"] == "ssh" and host["host_key"]:
+                address = host["address"] if host["port"] == 22 else f"[{host['address']}]:{host['port']}"
+                lines.append(f"{address} {host['host_key']}\n")
+        return CommandResult(RunStatus.SUCCEEDED, rc=0, stdout="".join(lines))
 
 
 @dataclass

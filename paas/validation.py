@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from paas import schemas
+from paas.config import ENVIRONMENTS
 from paas.errors import ValidationError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
@@ -36,6 +37,7 @@ REPO_MAX = 2048
 PORT_MIN, PORT_MAX = 1024, 65535
 SLOT_PORT_MIN, SLOT_PORT_MAX = 61000, 63999
 
+VARIABLE_NAME_RE = re.compile(schemas.VARIABLE_NAME_PATTERN.strip("^$"))
 _DEPLOY_VALIDATOR = Draft202012Validator(schemas.DEPLOY_REQUEST)
 _DESTROY_VALIDATOR = Draft202012Validator(schemas.DESTROY_REQUEST)
 
@@ -233,6 +235,64 @@ def parse_deploy(body: Any) -> DeploySpec:
         health_path=body.get("health_path", "/"),
         context=body.get("context", "."),
     )
+
+
+@dataclass(frozen=True)
+class ProvisionSpec:
+    """A valid provision request. ``variables`` may hold secrets: never logged."""
+
+    environment: str
+    variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _scalar_reason(value: Any) -> str | None:
+    if isinstance(value, bool | int | float):
+        return None
+    if isinstance(value, str):
+        return "must not contain NUL characters" if "\x00" in value else None
+    return "must be a string, a number, a boolean, or a list or an object of those"
+
+
+def _variable_reason(value: Any) -> str | None:
+    """Why a Terraform variable's value is not accepted (a scalar, or a list or map of scalars)."""
+    if isinstance(value, list):
+        return next((r for r in map(_scalar_reason, value) if r), None)
+    if isinstance(value, dict):
+        return next((r for r in map(_scalar_reason, value.values()) if r), None)
+    return _scalar_reason(value)
+
+
+def parse_provision(body: Any, default_environment: str) -> ProvisionSpec:
+    """Validate a ``POST /infra/provision`` body: ``{"environment"?, "variables"?}``.
+
+    Variable names and value shapes only; what the environment's module declares is the service's
+    check (:meth:`paas.infra.TerraformEnvironment.check_variables`).
+    """
+    if not isinstance(body, dict):
+        raise ValidationError(
+            "the request body must be a JSON object", fields={"body": "must be a JSON object"}
+        )
+    fields: dict[str, str] = {}
+    for name in body:
+        if name not in ("environment", "variables"):
+            fields[name if len(str(name)) <= 64 else "body"] = "is not a known field"
+    environment = body.get("environment", default_environment)
+    if environment not in ENVIRONMENTS:
+        fields["environment"] = f"must be one of {', '.join(ENVIRONMENTS)}"
+    variables = body.get("variables", {})
+    if not isinstance(variables, dict):
+        fields["variables"] = "must be an object"
+        variables = {}
+    for name, value in variables.items():
+        if not VARIABLE_NAME_RE.fullmatch(name):
+            fields.setdefault("variables", "names must match ^[a-z_][a-z0-9_]*$ (at most 64 characters)")
+            continue
+        reason = _variable_reason(value)
+        if reason:
+            fields[f"variables.{name}"] = reason
+    if fields:
+        raise ValidationError("the provision request is invalid: " + ", ".join(sorted(fields)), fields=fields)
+    return ProvisionSpec(environment=str(environment), variables=dict(variables))
 
 
 def parse_destroy(body: Any) -> bool:

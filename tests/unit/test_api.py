@@ -15,21 +15,34 @@ import pytest
 from paas.api import Application, create_app
 from paas.config import Settings
 from paas.runner import PlaybookRequest, PlaybookResult, RunStatus
-from paas.testing import FakeRunner, Reply, call_wsgi
+from paas.testing import FakeExecutor, FakeRunner, Reply, call_wsgi
 
 TOKEN = "unit-test-token-0123456789"
 SECRET = "s3cr3t-env-value-4711"
 BODY: dict[str, Any] = {"name": "web", "repo": "file:///srv/web", "port": 18080, "container_port": 5000}
 
 
+def never_run_terraform(directory: Path) -> Path:
+    """An executable to name as Terraform: the FakeExecutor plays it, nothing ever runs it."""
+    path = directory / "bin" / "terraform"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\necho 'the fake executor plays terraform' >&2\nexit 99\n")
+    path.chmod(0o755)
+    return path
+
+
 class Api:
-    def __init__(self, tmp_path: Path, runner: FakeRunner, **settings: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, runner: FakeRunner, executor: FakeExecutor | None = None, **settings: Any
+    ) -> None:
         self.tmp_path = tmp_path
         self.runner = runner
+        self.executor = executor or FakeExecutor()
+        settings.setdefault("terraform", str(never_run_terraform(tmp_path)))
         self.settings = Settings(
             data_dir=tmp_path, api_token=TOKEN, monitor_interval=0, workers=2, shutdown_grace=1, **settings
         )
-        self.app: Application = create_app(self.settings, runner=runner)
+        self.app: Application = create_app(self.settings, runner=runner, executor=self.executor)
 
     def __call__(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
         kwargs.setdefault("token", TOKEN)
@@ -37,7 +50,7 @@ class Api:
 
     def restart(self) -> None:
         self.app.close()
-        self.app = create_app(self.settings, runner=self.runner)
+        self.app = create_app(self.settings, runner=self.runner, executor=self.executor)
 
     def wait_job(self, job_id: str, timeout: float = 5.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

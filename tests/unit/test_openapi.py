@@ -16,7 +16,7 @@ from waitress.server import create_server
 from paas.api import create_app, route_table
 from paas.config import Settings
 from paas.schemas import openapi_document
-from paas.testing import FakeRunner, call_wsgi
+from paas.testing import FakeExecutor, FakeRunner, call_wsgi
 
 TOKEN = "openapi-test-token-0123456789"
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -63,9 +63,21 @@ def test_document_schemas_are_valid_json_schemas() -> None:
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("schemathesis")
     runner = FakeRunner()
+    # Terraform is played by the fake executor: this file only has to exist.
+    terraform = data / "terraform"
+    terraform.write_text("#!/bin/sh\nexit 99\n")
+    terraform.chmod(0o755)
     app = create_app(
-        Settings(data_dir=data, api_token=TOKEN, monitor_interval=0, workers=4, shutdown_grace=1),
+        Settings(
+            data_dir=data,
+            api_token=TOKEN,
+            monitor_interval=0,
+            workers=4,
+            shutdown_grace=1,
+            terraform=str(terraform),
+        ),
         runner=runner,
+        executor=FakeExecutor(),
     )
     server: Any = create_server(app, host="127.0.0.1", port=0, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
