@@ -1,0 +1,231 @@
+"""The ssh environment through the API, for real: a throwaway sshd on 127.0.0.1 (its own host key,
+a generated user key) plays the remote server. The server applies terraform/ssh with the host key
+pinned, runs host.yml over SSH, deploys an app over SSH (Mitogen), and reports a changed host key as
+such, with Mitogen (a deploy) and with plain ssh (host.yml). Public ports 19000-19999."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import api_fixtures
+import pytest
+import requests
+from api_fixtures import Client, Server, free_port, make_repo, unique_name
+
+app_names = api_fixtures.app_names
+base_image = api_fixtures.base_image
+
+SSHD = Path("/usr/sbin/sshd")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH"),
+    pytest.mark.skipif(not SSHD.exists() or shutil.which("ssh-keygen") is None, reason="no openssh-server"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the throwaway sshd logs in as root"),
+]
+
+
+def keygen(path: Path) -> str:
+    """A new ed25519 key at ``path``; returns the public key line."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path.with_name(path.name + ".pub").read_text().strip()
+
+
+class Sshd:
+    """An sshd on 127.0.0.1:``port`` that lets ``user_key`` in as root, serving one host key at a time."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.user_key = workdir / "user_key"
+        (workdir / "authorized_keys").write_text(keygen(self.user_key) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def host_key(self, name: str) -> str:
+        """The public line of host key ``name`` (made on first use)."""
+        path = self.workdir / f"host_key_{name}"
+        if not path.exists():
+            keygen(path)
+        return path.with_name(path.name + ".pub").read_text().strip()
+
+    def start(self, key_name: str) -> None:
+        self.host_key(key_name)
+        config = self.workdir / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\n"
+            "ListenAddress 127.0.0.1\n"
+            f"HostKey {self.workdir / f'host_key_{key_name}'}\n"
+            f"PidFile {self.workdir / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)
+        log = (self.workdir / "sshd.log").open("ab")
+        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.workdir / "sshd.log").read_text()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.1)
+        raise AssertionError("sshd did not listen")
+
+    def stop(self) -> None:
+        """Stop the listener and every connection it serves (a reinstalled server drops them all)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for child in children(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (sshd's per-connection processes start sessions of their own)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    daemon = Sshd(tmp_path_factory.mktemp("sshd"), free_port(19000, 19999))
+    daemon.start("first")
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("paas-infra-ssh") / "data").start()
+    yield srv
+    assert srv.stop() == 0, srv.log()[-3000:]
+
+
+def provision(client: Client, sshd: Sshd, host_key: str) -> dict[str, Any]:
+    response = client.post(
+        "/infra/provision",
+        {
+            "environment": "ssh",
+            "variables": {
+                "address": "127.0.0.1",
+                "port": sshd.port,
+                "user": "root",
+                "private_key_path": str(sshd.user_key),
+                "host_key": host_key,
+            },
+        },
+    )
+    assert response.status_code == 202, response.text
+    return client.wait_job(response.json()["job"]["id"], timeout=900)
+
+
+def test_ssh_environment_pins_deploys_and_refuses_a_changed_host_key(
+    server: Server, sshd: Sshd, tmp_path: Path, app_names: list[str]
+) -> None:
+    client = server.client
+    known_hosts = server.data_dir / "known_hosts" / "ssh"
+
+    # Without the host key there is nothing to pin: refused, naming the variable.
+    response = client.post(
+        "/infra/provision",
+        {"environment": "ssh", "variables": {"address": "127.0.0.1", "port": sshd.port, "user": "root"}},
+    )
+    assert response.status_code == 400, response.text
+    assert "variables.host_key" in response.json()["fields"]
+
+    # Provision: the key is pinned before host.yml connects.
+    job = provision(client, sshd, sshd.host_key("first"))
+    assert job["status"] == "succeeded", job
+    tasks = [e["task"] for e in job["events"]]
+    assert "Pin the SSH host keys: 1 key(s) in known_hosts/ssh" in tasks
+    assert {e["host"] for e in job["events"]} >= {"controller", "paas-ssh"}
+    assert known_hosts.read_text() == f"[127.0.0.1]:{sshd.port} {sshd.host_key('first').rsplit(' ', 1)[0]}\n"
+    infra = client.get("/infra").json()
+    assert infra["environment"] == "ssh" and infra["state"] == "ready"
+    assert [(h["name"], h["address"], h["port"], h["user"]) for h in infra["hosts"]] == [
+        ("paas-ssh", "127.0.0.1", sshd.port, "root")
+    ]
+    assert infra["variables"] == {"address": "127.0.0.1", "port": sshd.port, "user": "root"}
+    assert infra["secret_variables"] == ["host_key", "private_key_path"]
+    database = (server.data_dir / "paas.json").read_text()
+    assert str(sshd.user_key) not in database and str(sshd.user_key) not in str(job)
+
+    # An app deployed over SSH (Mitogen) answers.
+    name = unique_name("ssh")
+    app_names.append(name)
+    repo = tmp_path / "repo"
+    make_repo(repo, "over ssh\n")
+    port = free_port(19000, 19999)
+    body = {"name": name, "repo": f"file://{repo}", "port": port, "container_port": 5000}
+    _, job = client.deploy(body)
+    assert job["status"] == "succeeded", job
+    assert {e["host"] for e in job["events"]} == {"paas-ssh"}
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=5).text == "over ssh\n"
+
+    # The server comes back with another host key: the next job fails, saying so (Mitogen).
+    sshd.stop()
+    sshd.start("second")
+    _, job = client.deploy(body)
+    assert job["status"] == "failed", job
+    assert job["failed_step"] == "connect", job
+    assert job["message"].startswith("host key changed for paas-ssh: "), job
+    assert client.status(name)["state"] == "running"  # the old release still serves
+    assert known_hosts.read_text().endswith(f"{sshd.host_key('first').rsplit(' ', 1)[0]}\n")
+
+    # Plain ssh (host.yml runs the linear strategy) says it too, when provisioning with the old key.
+    job = provision(client, sshd, sshd.host_key("first"))
+    assert job["status"] == "failed", job
+    assert job["failed_step"] == "connect", job
+    assert job["message"].startswith("host key changed for paas-ssh: "), job
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in job["message"]
+    assert client.get("/infra").json()["state"] == "failed"
+
+    # The server was rebuilt on purpose: provisioning with its new key pins it, and all works again.
+    job = provision(client, sshd, sshd.host_key("second"))
+    assert job["status"] == "succeeded", job
+    response = client.delete(f"/apps/{name}")
+    assert response.status_code == 202
+    assert client.wait_job(response.json()["job"]["id"])["status"] == "succeeded"
+    assert client.get(f"/apps/{name}/status").status_code == 404
+
+    # Destroy: nothing left to pin.
+    response = client.post("/infra/destroy", {})
+    assert response.status_code == 202, response.text
+    job = client.wait_job(response.json()["job"]["id"], timeout=600)
+    assert job["status"] == "succeeded", job
+    assert client.get("/infra").json() | {"updated_at": None, "job_id": None} == {
+        "environment": "ssh",
+        "state": "absent",
+        "hosts": [],
+        "outputs": {},
+        "variables": {},
+        "secret_variables": [],
+        "updated_at": None,
+        "job_id": None,
+    }
+    assert not known_hosts.exists()
+    # A remote environment that is not provisioned has no hosts: deploys are refused.
+    response = client.post("/apps/deploy", body)
+    assert response.status_code == 409 and response.json()["error"] == "infra_absent"
