@@ -180,3 +180,76 @@ def test_scrub_and_prune(tmp_path: Path) -> None:
         os.utime(tmp_path / job_id, (1000 + number, 1000 + number))
     prune_artifacts(tmp_path, 2, in_use={ids[0]})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ids[0], ids[3], ids[4], "monitor"])
+
+
+@pytest.mark.parametrize(
+    ("message", "start", "said"),
+    [
+        (
+            "Host key checking is enabled, and SSH reported an unrecognized or mismatching host key.",
+            "host key changed for paas-ssh: ",
+            "Host key checking is enabled",
+        ),
+        (
+            "Failed to connect to the host via ssh: @@@@@@@@@@@\r\n"
+            "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n@@@@@@@@@@@\r\n"
+            "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r\n"
+            "Host key verification failed.",
+            "host key changed for paas-ssh: ",
+            "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        ),
+        (
+            "Failed to connect to the host via ssh: No ED25519 host key is known for [127.0.0.1]:2222 "
+            "and you have requested strict checking.\r\nHost key verification failed.",
+            "host key not trusted for paas-ssh: ",
+            "Host key verification failed",
+        ),
+    ],
+)
+def test_refused_host_keys_are_named_as_such(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, message: str, start: str, said: str
+) -> None:
+    events = [
+        event("runner_on_unreachable", "Gather", {"msg": message, "unreachable": True}, host="paas-ssh")
+    ]
+    events[0]["event_data"]["host"] = "paas-ssh"
+    monkeypatch.setattr(runner_module.ansible_runner, "run", fake_run("failed", events, {}))
+    result = AnsibleRunner(settings).run(
+        PlaybookRequest(ident="j", playbook="playbooks/deploy.yml"),
+        on_event=lambda e: None,
+        should_cancel=lambda: False,
+    )
+    assert result.status is RunStatus.FAILED and result.failed_step == "connect"
+    assert result.message is not None and result.message.startswith(start) and said in result.message
+
+
+def test_other_unreachable_hosts_are_not_host_key_failures(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = [event("runner_on_unreachable", "Gather", {"msg": "Connection refused", "unreachable": True})]
+    monkeypatch.setattr(runner_module.ansible_runner, "run", fake_run("failed", events, {}))
+    result = AnsibleRunner(settings).run(
+        PlaybookRequest(ident="j", playbook="playbooks/deploy.yml"),
+        on_event=lambda e: None,
+        should_cancel=lambda: False,
+    )
+    assert result.failed_step is None and result.message == "Connection refused"
+
+
+def test_request_environment_reaches_ansible_but_never_the_token(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(runner_module.ansible_runner, "run", fake_run("successful", [], seen))
+    AnsibleRunner(settings).run(
+        PlaybookRequest(
+            ident="j",
+            playbook="playbooks/host.yml",
+            inventory=Path("/repo/inventory/terraform.py"),
+            env={"PAAS_TERRAFORM_ENV": "ssh", "PAAS_API_TOKEN": "leak"},
+        ),
+        on_event=lambda e: None,
+        should_cancel=lambda: False,
+    )
+    assert seen["inventory"] == "/repo/inventory/terraform.py"
+    assert seen["envvars"]["PAAS_TERRAFORM_ENV"] == "ssh" and seen["envvars"]["PAAS_API_TOKEN"] == ""

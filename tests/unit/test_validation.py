@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from paas.errors import ValidationError
-from paas.validation import DeploySpec, parse_deploy, parse_destroy, parse_empty
+from paas.validation import (
+    DeploySpec,
+    ProvisionSpec,
+    parse_deploy,
+    parse_destroy,
+    parse_empty,
+    parse_provision,
+)
 
 GOOD: dict[str, Any] = {
     "name": "web",
@@ -247,6 +254,51 @@ def test_destroy_body() -> None:
     for body in ({"force": "yes"}, {"force": 1}, {"other": True}, [], "x", None):
         with pytest.raises(ValidationError):
             parse_destroy(body)
+
+
+def test_provision_body() -> None:
+    assert parse_provision({}, "local") == ProvisionSpec("local", {})
+    variables = {"port": 22, "ok": True, "cidrs": ["10.0.0.0/8"], "tags": {"team": "web", "n": 1.5}}
+    spec = parse_provision({"environment": "ssh", "variables": variables}, "local")
+    assert spec == ProvisionSpec("ssh", variables)
+    assert "variables" not in repr(spec) and "10.0.0.0" not in repr(spec)
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ([], {"body": "must be a JSON object"}),
+        ({"environment": "gcp"}, {"environment": "must be one of local, ssh, aws"}),
+        ({"environment": None}, {"environment": "must be one of local, ssh, aws"}),
+        ({"variables": "a=b"}, {"variables": "must be an object"}),
+        (
+            {"variables": {"9lives": 1}},
+            {"variables": "names must match ^[a-z_][a-z0-9_]*$ (at most 64 characters)"},
+        ),
+        (
+            {"variables": {"a" * 65: 1}},
+            {"variables": "names must match ^[a-z_][a-z0-9_]*$ (at most 64 characters)"},
+        ),
+        (
+            {"variables": {"x": None}},
+            {"variables.x": "must be a string, a number, a boolean, or a list or an object of those"},
+        ),
+        (
+            {"variables": {"x": [{"a": 1}]}},
+            {"variables.x": "must be a string, a number, a boolean, or a list or an object of those"},
+        ),
+        (
+            {"variables": {"x": {"a": [1]}}},
+            {"variables.x": "must be a string, a number, a boolean, or a list or an object of those"},
+        ),
+        ({"variables": {"x": ["a\x00"]}}, {"variables.x": "must not contain NUL characters"}),
+        ({"force": True}, {"force": "is not a known field"}),
+    ],
+)
+def test_provision_body_errors_name_each_field(body: Any, fields: dict[str, str]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_provision(body, "local")
+    assert caught.value.fields == fields
 
 
 def test_empty_body() -> None:
