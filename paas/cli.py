@@ -102,6 +102,21 @@ def _pairs(values: Iterable[str], option: str) -> dict[str, str]:
     return result
 
 
+def _variables(values: Iterable[str]) -> dict[str, Any]:
+    """--var K=V options: a value starting with '[' or '{' is JSON (a list or a map), any other is a
+    string (Terraform converts "22" or "true" to the variable's type)."""
+    result: dict[str, Any] = {}
+    for key, value in _pairs(values, "--var").items():
+        if value.startswith(("[", "{")):
+            try:
+                result[key] = json.loads(value)
+            except ValueError:
+                raise click.BadParameter(f"{key}: {value!r} is not valid JSON", param_hint="--var") from None
+        else:
+            result[key] = value
+    return result
+
+
 def _short(commit: Any) -> Any:
     return commit[:12] if isinstance(commit, str) else commit
 
@@ -344,7 +359,11 @@ def infra() -> None:
 @infra.command("provision")
 @click.option("--environment", help="local, ssh or aws (default: the server's PAAS_ENVIRONMENT).")
 @click.option(
-    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="Terraform variable; repeatable."
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Terraform variable; repeatable. A VALUE starting with [ or { is JSON (list, map).",
 )
 @click.option("--wait", is_flag=True, help="Show each step as it happens; exit non-zero on failure.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -357,7 +376,7 @@ def infra_provision(
     if environment:
         body["environment"] = environment
     if variables:
-        body["variables"] = _pairs(variables, "--var")
+        body["variables"] = _variables(variables)
     client = _client(ctx)
     answer = client.call("POST", "/infra/provision", body)
     if wait:
@@ -403,6 +422,8 @@ def infra_status(ctx: click.Context, as_json: bool) -> None:
     ]
     if rows:
         _table(rows, ("HOST", "ADDRESS", "PORT", "USER", "CONNECTION"))
+    for name, value in sorted((answer.get("outputs") or {}).items()):
+        click.echo(f"{name}: {value if isinstance(value, str) else json.dumps(value)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

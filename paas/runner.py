@@ -31,8 +31,13 @@ from paas.config import Settings
 log = logging.getLogger(__name__)
 
 VARS_FILE = "vars.json"
-# Environment variables of the server that must not reach ansible-runner's records of the run.
+# Environment variables of the server that must not reach ansible-runner's records of the run (its
+# artifacts/<ident>/command file holds the whole environment): the API token, and anything named like a
+# credential (cloud keys the server has for Terraform: AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN...).
 SCRUBBED_ENV = ("PAAS_API_TOKEN",)
+CREDENTIAL_ENV_RE = re.compile(
+    r"SECRET|TOKEN|PASSWORD|PASSPHRASE|CREDENTIAL|PRIVATE|(^|_)KEY(_|$)|_KEY_ID$", re.IGNORECASE
+)
 RESULT_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -252,14 +257,21 @@ class AnsibleRunner:
             "ANSIBLE_NOCOLOR": "1",
             "PAAS_DATA_DIR": str(self._settings.data_dir),
         }
-        for name in SCRUBBED_ENV:
-            env[name] = ""
+        for name in (*SCRUBBED_ENV, *os.environ):
+            if name not in env and (name in SCRUBBED_ENV or CREDENTIAL_ENV_RE.search(name)):
+                env[name] = ""
         return env
 
     def _environment_for(self, request: PlaybookRequest) -> dict[str, str]:
-        """:meth:`environment` plus the request's own variables (never the scrubbed ones)."""
+        """:meth:`environment` plus the request's own variables (never credential-like ones)."""
         env = self.environment()
-        env.update({name: value for name, value in request.env.items() if name not in SCRUBBED_ENV})
+        env.update(
+            {
+                name: value
+                for name, value in request.env.items()
+                if name not in SCRUBBED_ENV and not CREDENTIAL_ENV_RE.search(name)
+            }
+        )
         return env
 
     def run(

@@ -253,3 +253,30 @@ def test_request_environment_reaches_ansible_but_never_the_token(
     )
     assert seen["inventory"] == "/repo/inventory/terraform.py"
     assert seen["envvars"]["PAAS_TERRAFORM_ENV"] == "ssh" and seen["envvars"]["PAAS_API_TOKEN"] == ""
+
+
+def test_credentials_of_the_server_never_reach_the_records_of_a_run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ansible-runner writes the whole environment of ansible-playbook into artifacts/<id>/command."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIACANARY",
+        "AWS_SECRET_ACCESS_KEY": "canary-secret",
+        "AWS_SESSION_TOKEN": "canary-token",
+        "GITHUB_TOKEN": "canary-gh",
+        "DB_PASSWORD": "canary-db",
+        "AWS_PROFILE": "paas",
+        "AWS_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    env = AnsibleRunner(settings).environment()
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "GITHUB_TOKEN",
+        "DB_PASSWORD",
+    ):
+        assert env[name] == "", name
+    assert "AWS_PROFILE" not in env and "AWS_REGION" not in env  # not credentials: inherited as they are
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
