@@ -1,10 +1,11 @@
 """Run a program for the service (Terraform, the inventory script): the executor beside the playbook runner.
 
 A :class:`CommandRequest` is an argument vector (never a shell string), the whole environment of the
-process, a working directory and a timeout. Each line the program prints on stdout goes to a callback
-as it comes (the service turns some of them into job events), or, for ``terraform output -json``,
-stdout is collected and handed back. stderr is kept (its last lines) for the error message. A failed
-command is a result, not an exception.
+process, a working directory, a timeout and a umask (0077: what the program writes, such as
+Terraform's state and plans, is readable by the server's user only). Each line the program prints on
+stdout goes to a callback as it comes (the service turns some of them into job events), or, for
+``terraform output -json``, stdout is collected and handed back. stderr is kept (its last lines) for
+the error message. A failed command is a result, not an exception.
 
 On cancel or timeout the program's process group gets SIGTERM (Terraform then stops gracefully and
 writes its state), and SIGKILL if it is still there ``kill_grace`` seconds later.
@@ -49,6 +50,8 @@ class CommandRequest:
     timeout: float | None = None
     # Collect stdout and return it (instead of handing each line to ``on_line``).
     capture: bool = False
+    # The program's umask: by default what it creates (Terraform's state, plans) is the owner's only.
+    umask: int = 0o077
 
 
 @dataclass
@@ -92,6 +95,7 @@ class SubprocessExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                umask=request.umask,
             )
         except OSError as exc:
             return CommandResult(RunStatus.FAILED, message=f"cannot run {program}: {exc.strerror or exc}")

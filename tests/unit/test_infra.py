@@ -435,3 +435,21 @@ def test_host_key_refusal_is_a_connect_failure(api: Api) -> None:
     job = api.run("POST", "/apps/deploy", APP)
     assert job["status"] == "failed" and job["failed_step"] == "connect"
     assert job["message"] == "host key changed for localhost: ..."
+
+
+def test_cli_vars_are_strings_or_json_lists_and_maps() -> None:
+    import click
+
+    from paas.cli import _variables
+
+    assert _variables(
+        ["address=192.0.2.10", "port=2222", "app_ports=[8080, 8443]", 'tags={"team": "web"}']
+    ) == {
+        "address": "192.0.2.10",
+        "port": "2222",
+        "app_ports": [8080, 8443],
+        "tags": {"team": "web"},
+    }
+    assert _variables(["host_key=ssh-ed25519 AAAA= a=b"]) == {"host_key": "ssh-ed25519 AAAA= a=b"}
+    with pytest.raises(click.BadParameter, match="app_ports"):
+        _variables(["app_ports=[8080,"])

@@ -395,3 +395,13 @@ def test_executor_stops_at_its_timeout() -> None:
     )
     assert result.status is RunStatus.TIMEOUT
     assert time.monotonic() - began < 10
+
+
+def test_executor_makes_what_the_program_writes_private(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    result = SubprocessExecutor().run(
+        CommandRequest(python(f"open({str(made)!r}, 'w').write('state')")),
+        on_line=lambda line: None,
+        should_cancel=lambda: False,
+    )
+    assert result.ok and made.stat().st_mode & 0o777 == 0o600
