@@ -15,6 +15,9 @@ data=${PAAS_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/paas}
 log=$data/server.log
 pidfile=$data/server.pid
 say() { printf '\n==> %s\n' "$*"; }
+# GET a URL (no curl needed): prints the body, fails on no answer or an HTTP error.
+fetch() { "$repo/.venv/bin/python" -c 'import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=3) as r: sys.stdout.write(r.read().decode())' "$1"; }
 
 [ "$(id -u)" = 0 ] || { echo "the demo installs packages and runs containers: run it as root" >&2; exit 1; }
 [ -x "$paas" ] || { echo "run 'make setup' first" >&2; exit 1; }
@@ -25,15 +28,15 @@ if ! command -v busybox >/dev/null 2>&1 || [[ $(ldd "$(command -v busybox)" 2>&1
 fi
 
 mkdir -p "$data"
-if curl -fsS "$PAAS_URL/healthz" >/dev/null 2>&1; then
+if fetch "$PAAS_URL/healthz" >/dev/null 2>&1; then
   say "the API already answers at $PAAS_URL"
 else
   say "starting the API at $PAAS_URL"
   host_port=${PAAS_URL#http://}
   nohup "$paas" serve --host "${host_port%:*}" --port "${host_port##*:}" >>"$log" 2>&1 &
   echo $! >"$pidfile"
-  for _ in $(seq 1 50); do curl -fsS "$PAAS_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
-  curl -fsS "$PAAS_URL/healthz" >/dev/null || { echo "the API did not start; its log:" >&2; tail -n 30 "$log" >&2; exit 1; }
+  for _ in $(seq 1 50); do fetch "$PAAS_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+  fetch "$PAAS_URL/healthz" >/dev/null || { echo "the API did not start; its log:" >&2; tail -n 30 "$log" >&2; exit 1; }
 fi
 echo "    log:   $log"
 echo "    token: ${PAAS_API_TOKEN:+from PAAS_API_TOKEN}${PAAS_API_TOKEN:-$data/api-token (mode 0600; the paas CLI reads it)}"
@@ -49,7 +52,7 @@ say "deploying examples/hello-offline as 'hello' on port 8080 (paas deploy)"
   --container-port 5000 --health-path /healthz --env GREETING=hello --wait
 
 for _ in $(seq 1 60); do
-  state=$("$paas" status hello --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+  state=$("$paas" status hello --json | "$repo/.venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["state"])')
   [ "$state" = running ] && break
   sleep 1
 done
@@ -57,7 +60,7 @@ done
 say "status"
 "$paas" status hello
 say "the app answers at http://127.0.0.1:8080/"
-curl -fsS http://127.0.0.1:8080/ | head -n 3
+fetch http://127.0.0.1:8080/ | head -n 3
 cat <<EOF2
 
 Try:   $paas apps            $paas status hello
