@@ -673,7 +673,7 @@ class Service:
         if result.ok:
             try:
                 task = step.after(result.stdout) if step.after is not None else None
-            except StepError as exc:
+            except (StepError, OSError) as exc:
                 ctx.record(TaskEvent(at=now(), task=step.description, host=CONTROLLER, result="failed"))
                 return StepFailure(JobStatus.FAILED, step.name, redact(f"{step.description}: {exc}"))
             if task is not None or shown == 0:
