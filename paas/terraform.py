@@ -29,7 +29,6 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-VARIABLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 # A variable whose name says it may hold a secret: never stored, masked wherever it could show.
 SECRET_NAME_RE = re.compile(r"key|secret|token|password|passphrase|credential")
 DECLARED_RE = re.compile(r'^variable\s+"([A-Za-z_][A-Za-z0-9_-]*)"', re.MULTILINE)
