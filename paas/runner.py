@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import ansible_runner
 
 from paas.config import Settings
+from paas.processes import kill_run_processes
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +307,7 @@ class AnsibleRunner:
             log.exception("ansible-runner could not run %s (%s)", request.playbook, request.ident)
             return PlaybookResult(status=RunStatus.FAILED, message=f"could not run {request.playbook}: {exc}")
         finally:
+            kill_run_processes(settings.data_dir, request.ident)
             vars_file.unlink(missing_ok=True)
         status = {
             "successful": RunStatus.SUCCEEDED,

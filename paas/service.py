@@ -40,6 +40,7 @@ from paas.config import Settings
 from paas.errors import ConflictError, NotFoundError, ValidationError
 from paas.infra import CommandStep, StaticEnvironment, Step, StepError, TerraformEnvironment, scrub_runs
 from paas.jobs import JobContext, JobManager, JobOutcome, JobSpec, JobStatus, public_job
+from paas.processes import DataDirLock, reap_orphans
 from paas.runner import (
     PlaybookRequest,
     PlaybookResult,
@@ -159,6 +160,9 @@ class Service:
         self.executor: CommandExecutor = executor or SubprocessExecutor()
         # The environment Terraform runs with (cloud credentials come from it): the process's.
         self._environ = environ
+        # One server per data dir: taken before the store is opened, held until stop().
+        self._data_lock = DataDirLock(settings.data_dir)
+        self._data_lock.acquire()
         self.store = store or Store(settings.db_path, keep_jobs=settings.keep_jobs)
         self.static = StaticEnvironment(settings)
         self.jobs = JobManager(
@@ -175,6 +179,8 @@ class Service:
     # ---- life cycle ----
     def start(self) -> None:
         """Recover from a previous run, start the workers and the health monitor."""
+        # Processes a server killed mid-job left behind would keep changing hosts: stop them first.
+        reap_orphans(self.settings.data_dir)
         scrub_artifacts(self.settings.artifacts_dir)
         scrub_runs(self.settings.data_dir)
         interrupted = self.jobs.recover()
@@ -195,6 +201,7 @@ class Service:
         if self._monitor_thread is not None:
             self._monitor_thread.join(timeout=30)
         self.store.close()
+        self._data_lock.release()
 
     # ---- apps ----
     def public_app(self, doc: Doc) -> dict[str, Any]:

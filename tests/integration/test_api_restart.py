@@ -12,6 +12,8 @@ import api_fixtures
 import pytest
 from api_fixtures import Client, Server, docker, free_port, make_repo, unique_name, wait_until
 
+from paas.processes import works_for
+
 pytestmark = pytest.mark.integration
 
 app_names = api_fixtures.app_names
@@ -50,6 +52,13 @@ def jobs_in_db(data_dir: Path) -> dict[str, Any]:
     return {doc["id"]: doc for doc in db.get("jobs", {}).values()}
 
 
+def leftover_processes(data_dir: Path) -> list[int]:
+    """Processes still running a job of the server of ``data_dir`` (playbooks, Terraform)."""
+    return [
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and works_for(int(p.name), data_dir)
+    ]
+
+
 def test_kill_9_mid_redeploy_then_restart(tmp_path: Path, base_image: str, app_names: list[str]) -> None:
     server = Server(tmp_path / "data").start()
     client = server.client
@@ -67,10 +76,15 @@ def test_kill_9_mid_redeploy_then_restart(tmp_path: Path, base_image: str, app_n
     wait_for_build(client, job_id)
     server.kill()
 
-    # The database is readable as left, and the job was acknowledged.
+    # The deploy outlived the server (its playbook is in a session of its own)...
+    orphans = leftover_processes(server.data_dir)
+    assert orphans
     assert jobs_in_db(server.data_dir)[job_id]["status"] == "running"
 
     server.start()
+    # ...until the restarted server, holding the data dir, killed it before checking the apps.
+    # (a killed orphan may linger as a zombie until init reaps it: alive means still running the job)
+    assert set(orphans) & set(leftover_processes(server.data_dir)) == set()
     job = client.wait_job(job_id, timeout=30)
     assert job["status"] == "failed" and "interrupted by restart" in job["message"]
     # The check after the restart confirms the old release still serves.
@@ -136,6 +150,7 @@ def test_sigterm_cancels_running_jobs_after_the_grace_period(
     queued = client.post("/apps/deploy", body).json()["job"]["id"]
     wait_for_build(client, running)
     assert server.stop(timeout=90) == 0
+    assert leftover_processes(server.data_dir) == []
     jobs = jobs_in_db(server.data_dir)
     assert jobs[running]["status"] == "canceled" and "server stopped" in jobs[running]["message"]
     assert jobs[queued]["status"] == "canceled"
