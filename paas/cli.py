@@ -196,6 +196,20 @@ def _follow(client: Client, job: Mapping[str, Any], as_json: bool) -> NoReturn:
     sys.exit(0 if job["status"] == "succeeded" else 1)
 
 
+def _submitted(client: Client, answer: Mapping[str, Any], what: str, wait: bool, as_json: bool) -> None:
+    """Report a job the API accepted: follow it with ``--wait`` (exiting with its outcome), else print it."""
+    job = answer["job"]
+    if wait:
+        if not as_json:
+            click.echo(f"{what}: job {job['id']}")
+        _follow(client, job, as_json)
+    if as_json:
+        _print_json(answer)
+    else:
+        state = f", app {answer['app']['state']}" if "app" in answer else ""
+        click.echo(f"{what}: job {job['id']} ({job['status']}){state}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url", envvar="PAAS_URL", default=DEFAULT_URL, show_default=True, help="API base URL (PAAS_URL)."
@@ -270,17 +284,7 @@ def deploy(
         body["context"] = context
     client = _client(ctx)
     answer = client.call("POST", "/apps/deploy", body)
-    if wait:
-        if not as_json:
-            click.echo(f"deploying {name}: job {answer['job']['id']}")
-        _follow(client, answer["job"], as_json)
-    if as_json:
-        _print_json(answer)
-    else:
-        job_info = answer["job"]
-        click.echo(
-            f"deploying {name}: job {job_info['id']} ({job_info['status']}), app {answer['app']['state']}"
-        )
+    _submitted(client, answer, f"deploying {name}", wait, as_json)
 
 
 @main.command()
@@ -321,12 +325,7 @@ def destroy(ctx: click.Context, name: str, wait: bool, as_json: bool) -> None:
     """Remove the app NAME: its containers, images, proxy config and files."""
     client = _client(ctx)
     answer = client.call("DELETE", f"/apps/{name}")
-    if wait:
-        _follow(client, answer["job"], as_json)
-    if as_json:
-        _print_json(answer)
-    else:
-        click.echo(f"removing {name}: job {answer['job']['id']} ({answer['job']['status']})")
+    _submitted(client, answer, f"removing {name}", wait, as_json)
 
 
 @main.command()
@@ -379,12 +378,7 @@ def infra_provision(
         body["variables"] = _variables(variables)
     client = _client(ctx)
     answer = client.call("POST", "/infra/provision", body)
-    if wait:
-        _follow(client, answer["job"], as_json)
-    if as_json:
-        _print_json(answer)
-    else:
-        click.echo(f"provisioning: job {answer['job']['id']} ({answer['job']['status']})")
+    _submitted(client, answer, "provisioning", wait, as_json)
 
 
 @infra.command("destroy")
@@ -396,12 +390,7 @@ def infra_destroy(ctx: click.Context, force: bool, wait: bool, as_json: bool) ->
     """Destroy the infrastructure."""
     client = _client(ctx)
     answer = client.call("POST", "/infra/destroy", {"force": True} if force else {})
-    if wait:
-        _follow(client, answer["job"], as_json)
-    if as_json:
-        _print_json(answer)
-    else:
-        click.echo(f"destroying: job {answer['job']['id']} ({answer['job']['status']})")
+    _submitted(client, answer, "destroying", wait, as_json)
 
 
 @infra.command("status")
