@@ -95,4 +95,12 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_document(case: Any, base_url: str) -> None:
-    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"})
+    excluded = []
+    if (case.method, case.path) == ("POST", "/infra/provision"):
+        # The document gives the syntax of Terraform variable names; which names exist is decided by
+        # terraform/<env>/variables.tf, so a well-formed but unknown name is rightly a 400. Every other
+        # check (no 5xx, answers as documented) still runs on this operation.
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(
+        base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, excluded_checks=excluded
+    )
