@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from api_fixtures import docker, git
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 RECAP = re.compile(
@@ -78,16 +80,6 @@ def _env() -> dict[str, str]:
     env["ANSIBLE_NOCOLOR"] = "1"
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=test", "-c", "user.email=test@localhost", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 def write_app(repo: Path, body: str, cmd: str | None = None, extra: str = "") -> str:
@@ -161,11 +153,6 @@ class Prober:
     @property
     def per_second(self) -> float:
         return len(self.results) / max(self.stopped - self.started, 1e-9)
-
-
-def docker(*args: str, check: bool = True) -> str:
-    out = subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
-    return out.stdout.strip()
 
 
 def host_snapshot(root: Path = Path("/var/lib/paas")) -> dict[str, Any]:
