@@ -38,6 +38,31 @@ Variable                   Default                                      Meaning
                                                                         finish on SIGTERM/SIGINT before
                                                                         they are canceled.
 ``PAAS_HTTP_THREADS``      ``8``                                        Threads serving HTTP requests.
+``PAAS_HTTP_CONNECTIONS``  ``1000``                                     Open HTTP connections at most
+                                                                        (waitress ``connection_limit``).
+``PAAS_HTTP_TIMEOUT``      ``30``                                       Seconds an idle or slow connection
+                                                                        is kept (waitress
+                                                                        ``channel_timeout``).
+``PAAS_MAX_QUEUED``        ``100``                                      Jobs waiting in the queue at most;
+                                                                        more: 429 with ``Retry-After``.
+``PAAS_MAX_APPS``          ``500``                                      Apps at most; more: 409
+                                                                        ``too_many_apps``.
+``PAAS_ALLOW_FILE_REPOS``  ``0``                                        ``1``: deploys may use ``file://``
+                                                                        repositories (under
+                                                                        ``PAAS_FILE_REPO_ROOTS`` only).
+``PAAS_FILE_REPO_ROOTS``   (none)                                       Colon-separated directories that
+                                                                        ``file://`` repositories must lie
+                                                                        in (real paths, symlinks resolved).
+``PAAS_REPO_HOSTS``        (any)                                        Comma-separated host names repos
+                                                                        may come from; empty: any host.
+``PAAS_BUILD_TIMEOUT``     ``900``                                      Seconds the clone and build of a
+                                                                        deploy may take together.
+``PAAS_APP_MEMORY``        ``512m``                                     Default memory limit of an app's
+                                                                        container (``resources.memory``).
+``PAAS_APP_CPUS``          ``1.0``                                      Default CPU limit
+                                                                        (``resources.cpus``).
+``PAAS_APP_PIDS``          ``512``                                      Default process limit
+                                                                        (``resources.pids``).
 =========================  ===========================================  ====================================
 """
 
@@ -45,6 +70,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +82,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 ENVIRONMENTS = ("local", "ssh", "aws")
 MIRROR_OFF = ("off", "none")
+# A container memory size as Docker takes it: a number and an optional unit (b, k, m, g).
+MEMORY_RE = re.compile(r"[1-9][0-9]{0,12}[bkmgBKMG]?")
 
 
 class SettingsError(ValueError):
@@ -84,6 +112,19 @@ class Settings:
     terraform: str = "terraform"
     # A filesystem provider mirror; None: detect one of the known dirs when a job runs; "off": none.
     tf_plugin_mirror: Path | str | None = None
+    http_connections: int = 1000
+    http_timeout: float = 30.0
+    max_queued: int = 100
+    max_apps: int = 500
+    allow_file_repos: bool = False
+    # Real paths (symlinks resolved) that file:// repositories must lie in.
+    file_repo_roots: tuple[Path, ...] = ()
+    # Host names repositories may come from (lower case); empty: any.
+    repo_hosts: tuple[str, ...] = ()
+    build_timeout: float = 900.0
+    app_memory: str = "512m"
+    app_cpus: float = 1.0
+    app_pids: int = 512
 
     @property
     def db_path(self) -> Path:
@@ -169,6 +210,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mirror = Path(raw_mirror).expanduser().resolve()
         if not mirror.is_dir():
             raise SettingsError(f"PAAS_TF_PLUGIN_MIRROR={raw_mirror!r} is not a directory")
+    memory = env.get("PAAS_APP_MEMORY", "").strip() or "512m"
+    if not MEMORY_RE.fullmatch(memory):
+        raise SettingsError(f"PAAS_APP_MEMORY must be a size such as 512m or 1g, got {memory!r}")
+    allow_raw = env.get("PAAS_ALLOW_FILE_REPOS", "").strip().lower()
+    if allow_raw not in ("", "0", "1", "false", "true", "no", "yes"):
+        raise SettingsError(f"PAAS_ALLOW_FILE_REPOS must be 0 or 1, got {allow_raw!r}")
+    roots = tuple(
+        Path(part).expanduser().resolve()
+        for part in env.get("PAAS_FILE_REPO_ROOTS", "").split(":")
+        if part.strip()
+    )
+    hosts = tuple(h.strip().lower() for h in env.get("PAAS_REPO_HOSTS", "").split(",") if h.strip())
     return Settings(
         data_dir=data_dir,
         api_token=token,
@@ -187,6 +240,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_threads=_integer(env, "PAAS_HTTP_THREADS", 8, minimum=1),
         terraform=str(Path(terraform).expanduser()) if "/" in terraform else terraform,
         tf_plugin_mirror=mirror,
+        http_connections=_integer(env, "PAAS_HTTP_CONNECTIONS", 1000, minimum=1),
+        http_timeout=_number(env, "PAAS_HTTP_TIMEOUT", 30.0, minimum=1),
+        max_queued=_integer(env, "PAAS_MAX_QUEUED", 100, minimum=1),
+        max_apps=_integer(env, "PAAS_MAX_APPS", 500, minimum=1),
+        allow_file_repos=allow_raw in ("1", "true", "yes"),
+        file_repo_roots=roots,
+        repo_hosts=hosts,
+        build_timeout=_number(env, "PAAS_BUILD_TIMEOUT", 900.0, minimum=1),
+        app_memory=memory.lower(),
+        app_cpus=_number(env, "PAAS_APP_CPUS", 1.0, minimum=0.01),
+        app_pids=_integer(env, "PAAS_APP_PIDS", 512, minimum=16),
     )
 
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -246,6 +247,9 @@ class Server:
             PAAS_MONITOR_INTERVAL="0",
             PAAS_EXTRA_VARS=json.dumps(FAST_VARS),
             PAAS_SHUTDOWN_GRACE="60",
+            # Test apps are cloned from repositories the tests make under the temp dir.
+            PAAS_ALLOW_FILE_REPOS="1",
+            PAAS_FILE_REPO_ROOTS=tempfile.gettempdir(),
             PYTHONPATH=str(REPO),
         )
         env.update(self.extra_env)
