@@ -2,10 +2,18 @@
 
 The only module that imports ansible_runner. A failed (or canceled, or timed out) playbook is a result,
 not an exception. Each run gets a private data dir ``<data>/artifacts/<ident>/`` with the repository
-root as project dir, so ``ansible.cfg`` applies. Secrets never stay on disk: the extra vars (app env
-values among them) go through a 0600 file passed as ``-e @file`` and deleted after the run, the API
-token is blanked in the environment ansible-runner records, and task events are kept in memory only
-(the event handler tells ansible-runner not to write them).
+root as project dir, so ``ansible.cfg`` applies.
+
+Request data is data, never code: every string of a request's extra vars (keys and values, at any
+depth) is written tagged ``!unsafe``, so Ansible never templates it — a value such as
+``{{ lookup('pipe', 'id') }}`` or ``Zq{#S3cret`` reaches the host byte for byte. Only the server's own
+``PAAS_EXTRA_VARS`` (the operator's) stay plain.
+
+Secrets never stay on disk: the extra vars (app env values among them) go through a 0600 YAML file
+passed as ``-e @file`` and deleted after the run; ansible-playbook gets an allowlist of the server's
+environment variables (every other one is blanked, so ansible-runner's record of the run holds no
+unrelated secret); facts are cached in memory only; task events are kept in memory only (the event
+handler tells ansible-runner not to write them).
 """
 
 from __future__ import annotations
@@ -25,20 +33,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import ansible_runner
+import yaml
 
 from paas.config import Settings
 from paas.processes import kill_run_processes
 
 log = logging.getLogger(__name__)
 
-VARS_FILE = "vars.json"
-# Environment variables of the server that must not reach ansible-runner's records of the run (its
-# artifacts/<ident>/command file holds the whole environment): the API token, and anything named like a
-# credential (cloud keys the server has for Terraform: AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN...).
-SCRUBBED_ENV = ("PAAS_API_TOKEN",)
-CREDENTIAL_ENV_RE = re.compile(
-    r"SECRET|TOKEN|PASSWORD|PASSPHRASE|CREDENTIAL|PRIVATE|(^|_)KEY(_|$)|_KEY_ID$", re.IGNORECASE
-)
+VARS_FILE = "vars.yml"
+# The server's environment variables ansible-playbook may see (ansible-runner copies the whole
+# environment of the server and records it in artifacts/<ident>/command): every other one is blanked.
+# Cloud credentials are not here: only Terraform gets them (paas.terraform).
+ALLOWED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "LANG", "SSH_AUTH_SOCK"})
+ALLOWED_ENV_PREFIXES = ("LC_",)
+# Variables of the server that would change what ansible-playbook runs or where: the platform sets its
+# own ANSIBLE_* below, an operator's ANSIBLE_* (e.g. ANSIBLE_STRATEGY=linear, ANSIBLE_VERBOSITY) pass.
+ALLOWED_ENV_PASS_PREFIXES = ("ANSIBLE_",)
 RESULT_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -233,10 +243,52 @@ def host_key_failure(host: str, message: str) -> str | None:
     return None
 
 
-def _write_private(path: Path, payload: Mapping[str, Any]) -> None:
+class _Unsafe(str):
+    """A string Ansible must never template: written as ``!unsafe``."""
+
+
+class _VarsDumper(yaml.SafeDumper):
+    """YAML of extra vars: plain data, with ``!unsafe`` on request strings."""
+
+
+def _represent_unsafe(dumper: yaml.SafeDumper, data: _Unsafe) -> yaml.ScalarNode:
+    return dumper.represent_scalar("!unsafe", str(data), style='"')
+
+
+_VarsDumper.add_representer(_Unsafe, _represent_unsafe)
+
+
+def mark_unsafe(value: Any) -> Any:
+    """``value`` with every string in it (mapping keys too, at any depth) marked unsafe."""
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, Mapping):
+        return {mark_unsafe(str(k)): mark_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mark_unsafe(v) for v in value]
+    return value
+
+
+def render_extra_vars(trusted: Mapping[str, Any], request: Mapping[str, Any]) -> str:
+    """The extra vars file: the operator's ``trusted`` variables as they are, under the request's,
+    whose strings are all ``!unsafe``. Top-level names are variable names (not data): kept plain."""
+    payload: dict[str, Any] = dict(trusted)
+    payload.update({str(name): mark_unsafe(value) for name, value in request.items()})
+    return yaml.dump(payload, Dumper=_VarsDumper, default_flow_style=False, allow_unicode=True)
+
+
+def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle)
+        handle.write(text)
+
+
+def _allowed_env(name: str) -> bool:
+    return (
+        name in ALLOWED_ENV
+        or name.startswith(ALLOWED_ENV_PREFIXES)
+        or (name.startswith(ALLOWED_ENV_PASS_PREFIXES) and name != "ANSIBLE_VAULT_PASSWORD_FILE")
+    )
 
 
 class AnsibleRunner:
@@ -258,21 +310,17 @@ class AnsibleRunner:
             "ANSIBLE_NOCOLOR": "1",
             "PAAS_DATA_DIR": str(self._settings.data_dir),
         }
-        for name in (*SCRUBBED_ENV, *os.environ):
-            if name not in env and (name in SCRUBBED_ENV or CREDENTIAL_ENV_RE.search(name)):
+        # ansible-runner starts from a copy of the server's environment: blank what is not allowed.
+        for name in os.environ:
+            if name not in env and not _allowed_env(name):
                 env[name] = ""
         return env
 
     def _environment_for(self, request: PlaybookRequest) -> dict[str, str]:
-        """:meth:`environment` plus the request's own variables (never credential-like ones)."""
+        """:meth:`environment` plus the request's own variables (the inventory's settings, which the
+        platform sets: ``PAAS_TERRAFORM_ENV`` and the like)."""
         env = self.environment()
-        env.update(
-            {
-                name: value
-                for name, value in request.env.items()
-                if name not in SCRUBBED_ENV and not CREDENTIAL_ENV_RE.search(name)
-            }
-        )
+        env.update({name: value for name, value in request.env.items() if name != "PAAS_API_TOKEN"})
         return env
 
     def run(
@@ -286,7 +334,7 @@ class AnsibleRunner:
         vars_file = private / VARS_FILE
         collector = _Collector(request, on_event)
         try:
-            _write_private(vars_file, {**settings.extra_vars, **request.extravars})
+            _write_private(vars_file, render_extra_vars(settings.extra_vars, request.extravars))
             runner = ansible_runner.run(
                 private_data_dir=str(private),
                 project_dir=str(settings.repo_root),
@@ -296,6 +344,8 @@ class AnsibleRunner:
                 cmdline=shlex.join(["-e", f"@{vars_file}"]),
                 envvars=self._environment_for(request),
                 suppress_env_files=True,
+                # Facts (ansible_env among them) never go to a cache on disk.
+                fact_cache_type="memory",
                 quiet=True,
                 settings={"pexpect_timeout": 1, "suppress_ansible_output": True},
                 timeout=int(request.timeout) if request.timeout else None,

@@ -310,12 +310,12 @@ def test_restart_fails_interrupted_jobs_and_checks_their_apps(api: Api, runner: 
     )
     store.update_app("web", lambda d: d.update(last_deploy=d["last_deploy"] | {"job_id": "f" * 32}))
     (api.tmp_path / "artifacts" / ("f" * 32)).mkdir(parents=True)
-    (api.tmp_path / "artifacts" / ("f" * 32) / "vars.json").write_text(json.dumps({"app_env": {"K": SECRET}}))
+    (api.tmp_path / "artifacts" / ("f" * 32) / "vars.yml").write_text(json.dumps({"app_env": {"K": SECRET}}))
     runner.deployed["web"].state = "unhealthy"
     api.restart()
     job = api("GET", f"/jobs/{'f' * 32}").json()
     assert job["status"] == "failed" and "interrupted by restart" in job["message"]
-    assert not (api.tmp_path / "artifacts" / ("f" * 32) / "vars.json").exists()
+    assert not (api.tmp_path / "artifacts" / ("f" * 32) / "vars.yml").exists()
     wait_for(lambda: api.state() == "unhealthy")
     status = api("GET", "/apps/web/status").json()
     assert status["last_deploy"]["status"] == "failed"

@@ -62,11 +62,11 @@ def test_reap_orphans_kills_only_this_data_dirs_jobs(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
 ) -> None:
     data, other = tmp_path / "data", tmp_path / "other"
-    playbook = _spawn(spawned, "-e", f"@{data / 'artifacts' / ('a' * 32) / 'vars.json'}")
+    playbook = _spawn(spawned, "-e", f"@{data / 'artifacts' / ('a' * 32) / 'vars.yml'}")
     terraform = _spawn(
         spawned, env={**os.environ, "TF_DATA_DIR": str(data / "terraform" / "aws" / ".terraform")}
     )
-    foreign = _spawn(spawned, "-e", f"@{other / 'artifacts' / ('b' * 32) / 'vars.json'}")
+    foreign = _spawn(spawned, "-e", f"@{other / 'artifacts' / ('b' * 32) / 'vars.yml'}")
     unrelated = _spawn(spawned)
     assert works_for(playbook, data) and works_for(terraform, data)
     assert not works_for(foreign, data) and not works_for(unrelated, data)
@@ -81,8 +81,8 @@ def test_reap_orphans_kills_only_this_data_dirs_jobs(
 
 def test_kill_run_processes_takes_one_run(tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
     run, other_run = "c" * 32, "d" * 32
-    worker = _spawn(spawned, "-e", f"@{tmp_path / 'artifacts' / run / 'vars.json'}")
-    sibling = _spawn(spawned, "-e", f"@{tmp_path / 'artifacts' / other_run / 'vars.json'}")
+    worker = _spawn(spawned, "-e", f"@{tmp_path / 'artifacts' / run / 'vars.yml'}")
+    sibling = _spawn(spawned, "-e", f"@{tmp_path / 'artifacts' / other_run / 'vars.yml'}")
     assert kill_run_processes(tmp_path, run) == [worker]
     by_pid = {p.pid: p for p in spawned}
     assert _wait_dead(by_pid[worker])

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from paas import runner as runner_module
 from paas.config import Settings
@@ -25,11 +26,23 @@ def event(kind: str, task: str, res: dict[str, Any], **data: Any) -> dict[str, A
     }
 
 
+class UnsafeLoader(yaml.SafeLoader):
+    """Reads ``!unsafe`` scalars as ``("unsafe", value)``, as a check of what Ansible would get."""
+
+
+UnsafeLoader.add_constructor(
+    "!unsafe",
+    lambda loader, node: ("unsafe", loader.construct_scalar(node)),  # type: ignore[arg-type]
+)
+
+
 def fake_run(status: str, events: list[dict[str, Any]], seen: dict[str, Any]) -> Any:
     def run(**kwargs: Any) -> Any:
         seen.update(kwargs)
         vars_file = Path(kwargs["cmdline"].split("@", 1)[1])
-        seen["vars"] = json.loads(vars_file.read_text())
+        text = vars_file.read_text()
+        seen["vars_text"] = text
+        seen["vars"] = yaml.load(text, Loader=UnsafeLoader)  # noqa: S506 - a loader of !unsafe only
         seen["vars_mode"] = vars_file.stat().st_mode & 0o777
         seen["written"] = [kwargs["event_handler"](e) for e in events]
         seen["cancel"] = kwargs["cancel_callback"]()
@@ -83,20 +96,28 @@ def test_success_with_events_and_captures(settings: Settings, monkeypatch: pytes
         ("Skip", "skipped"),
     ]
     # Job vars win over the server's extra vars; they went through a 0600 file, deleted afterwards.
-    assert seen["vars"] == {"app_health_retries": 2, "app_name": "web", "app_env": {"K": SECRET}}
+    # Every string of the request is !unsafe (keys too); the server's own extra vars stay plain.
+    assert seen["vars"] == {
+        "app_health_retries": 2,
+        "app_name": ("unsafe", "web"),
+        "app_env": {("unsafe", "K"): ("unsafe", SECRET)},
+    }
     assert seen["vars_mode"] == 0o600
-    assert not (settings.artifacts_dir / "job1" / "vars.json").exists()
+    assert not (settings.artifacts_dir / "job1" / "vars.yml").exists()
+    assert seen["fact_cache_type"] == "memory"
     assert "extravars" not in seen and seen["suppress_env_files"] is True
     # No event is written to disk by ansible-runner.
     assert seen["written"] == [False] * len(events)
     assert seen["cancel"] is True
     env = seen["envvars"]
-    assert env["PAAS_API_TOKEN"] == "" and env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert env.get("PAAS_API_TOKEN", "") == "" and env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
     assert env["ANSIBLE_CONFIG"].endswith("ansible.cfg")
     assert env["PATH"].split(":")[0].endswith("bin")
     assert seen["project_dir"] == str(settings.repo_root)
     assert seen["playbook"] == str(settings.repo_root / "playbooks/deploy.yml")
-    assert SECRET not in json.dumps({k: v for k, v in seen.items() if k != "vars"}, default=str)
+    assert SECRET not in json.dumps(
+        {k: v for k, v in seen.items() if k not in ("vars", "vars_text")}, default=str
+    )
 
 
 def test_failure_picks_the_deploy_message(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +168,7 @@ def test_an_exception_is_a_failed_result(settings: Settings, monkeypatch: pytest
         should_cancel=lambda: False,
     )
     assert result.status is RunStatus.FAILED and "no ansible-playbook" in (result.message or "")
-    assert not (settings.artifacts_dir / "j" / "vars.json").exists()
+    assert not (settings.artifacts_dir / "j" / "vars.yml").exists()
 
 
 @pytest.mark.parametrize(
@@ -171,7 +192,7 @@ def test_scrub_and_prune(tmp_path: Path) -> None:
     for job_id in ids:
         d = tmp_path / job_id
         (d / "artifacts" / job_id / "job_events").mkdir(parents=True)
-        (d / "vars.json").write_text(SECRET)
+        (d / "vars.yml").write_text(SECRET)
         (d / "artifacts" / job_id / "job_events" / "x-partial.json").write_text(SECRET)
     (tmp_path / "monitor").mkdir()
     scrub_artifacts(tmp_path)
@@ -252,7 +273,7 @@ def test_request_environment_reaches_ansible_but_never_the_token(
         should_cancel=lambda: False,
     )
     assert seen["inventory"] == "/repo/inventory/terraform.py"
-    assert seen["envvars"]["PAAS_TERRAFORM_ENV"] == "ssh" and seen["envvars"]["PAAS_API_TOKEN"] == ""
+    assert seen["envvars"]["PAAS_TERRAFORM_ENV"] == "ssh" and seen["envvars"].get("PAAS_API_TOKEN", "") == ""
 
 
 def test_credentials_of_the_server_never_reach_the_records_of_a_run(
@@ -266,17 +287,24 @@ def test_credentials_of_the_server_never_reach_the_records_of_a_run(
         "GITHUB_TOKEN": "canary-gh",
         "DB_PASSWORD": "canary-db",
         "AWS_PROFILE": "paas",
-        "AWS_REGION": "eu-west-1",
+        "MY_DB_PASS": "canary-unnamed",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "ANSIBLE_VERBOSITY": "1",
     }.items():
         monkeypatch.setenv(name, value)
     env = AnsibleRunner(settings).environment()
+    # An allowlist, not a name filter: whatever its name, a variable not on the list is blanked.
     for name in (
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "GITHUB_TOKEN",
         "DB_PASSWORD",
+        "AWS_PROFILE",
+        "MY_DB_PASS",
     ):
         assert env[name] == "", name
-    assert "AWS_PROFILE" not in env and "AWS_REGION" not in env  # not credentials: inherited as they are
+    for name in ("LANG", "LC_ALL", "ANSIBLE_VERBOSITY"):
+        assert name not in env, name  # allowed: inherited as they are
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
