@@ -12,12 +12,18 @@ from paas import __version__
 from paas.config import ENVIRONMENTS
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
-# roles/app/tasks/assert.yml's alternatives, then no whitespace or control character, and no '::'.
+# roles/app/tasks/assert.yml's alternatives (no host or user starting with '-'), then no whitespace,
+# control character, '{' or '}', and no '::'.
 REPO_PATTERN = (
-    r"^(?!.*::)(?!-)(https://[^/@:\s\x00-\x1f\x7f]+(:[0-9]+)?/"
-    r"|ssh://([A-Za-z0-9._-]+@)?[^/@:\s\x00-\x1f\x7f]+(:[0-9]+)?/"
-    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s\x00-\x1f\x7f]|file:///)[^\s\x00-\x1f\x7f]*$"
+    r"^(?!.*::)(?!-)(https://(?!-)[^/@:\s{}\x00-\x1f\x7f]+(:[0-9]+)?/"
+    r"|ssh://([A-Za-z0-9._][A-Za-z0-9._-]*@)?(?!-)[^/@:\s{}\x00-\x1f\x7f]+(:[0-9]+)?/"
+    r"|[A-Za-z0-9._][A-Za-z0-9._-]*@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s{}\x00-\x1f\x7f]|file:///)"
+    r"[^\s{}\x00-\x1f\x7f]*$"
 )
+# A container memory size as Docker takes it (at least 6m: Docker's own minimum).
+MEMORY_PATTERN = r"^[1-9][0-9]{0,12}[bkmgBKMG]?$"
+CPUS_MAX = 64
+PIDS_MIN, PIDS_MAX = 16, 65536
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 APP_STATES = ("pending", "running", "unhealthy", "failed")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
@@ -42,7 +48,9 @@ DEPLOY_REQUEST: dict[str, Any] = {
             "minLength": 1,
             "maxLength": 2048,
             "pattern": REPO_PATTERN,
-            "description": "Git URL: https://host/path, ssh://[user@]host/path, user@host:path or file:///path.",
+            "description": "Git URL: https://host/path, ssh://[user@]host/path, user@host:path or "
+            "file:///path (file:// only when the server allows it, under its PAAS_FILE_REPO_ROOTS; hosts "
+            "limited to PAAS_REPO_HOSTS when set). No whitespace, '{' or '}', no host starting with '-'.",
         },
         "port": {
             "type": "integer",
@@ -65,7 +73,26 @@ DEPLOY_REQUEST: dict[str, Any] = {
             "description": "Environment variables of the container. Values are never stored nor logged.",
         },
         "health_path": {"type": "string", "pattern": r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$"},
-        "context": {"type": "string", "pattern": r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$"},
+        "context": {
+            "type": "string",
+            "pattern": r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$",
+            "description": "Build context: a directory of the repository (symlinks must resolve inside it).",
+        },
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "memory": {
+                    "type": "string",
+                    "pattern": MEMORY_PATTERN,
+                    "description": "Memory limit, e.g. 256m or 1g (at least 6m).",
+                },
+                "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": CPUS_MAX},
+                "pids": {"type": "integer", "minimum": PIDS_MIN, "maximum": PIDS_MAX},
+            },
+            "description": "Limits of the app's container; each one not given is the server's default "
+            "(PAAS_APP_MEMORY, PAAS_APP_CPUS, PAAS_APP_PIDS).",
+        },
     },
 }
 

@@ -52,7 +52,14 @@ from paas.runner import (
 )
 from paas.store import ACTIVE_JOB_STATUSES, Doc, Store
 from paas.terraform import split_variables, summarise_error
-from paas.validation import DeploySpec, check_name, parse_deploy, parse_destroy, parse_provision
+from paas.validation import (
+    DeploySpec,
+    RepoPolicy,
+    check_name,
+    parse_deploy,
+    parse_destroy,
+    parse_provision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +131,7 @@ def _spec_fields(spec: DeploySpec) -> dict[str, Any]:
         "health_path": spec.health_path,
         "context": spec.context,
         "env_keys": sorted(spec.env),
+        "resources": spec.resources.given(),
     }
 
 
@@ -238,7 +246,7 @@ class Service:
 
     def deploy(self, body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """Queue a deploy (new app or redeploy). Returns the app and the job, both as stored."""
-        spec = parse_deploy(body)
+        spec = parse_deploy(body, RepoPolicy.of(self.settings))
         stored: dict[str, Doc] = {}
 
         def prepare(job: Doc) -> None:
@@ -307,7 +315,7 @@ class Service:
             PlaybookRequest(
                 ident=ctx.job_id,
                 playbook=DEPLOY_PLAYBOOK,
-                extravars=spec.extra_vars(),
+                extravars=spec.extra_vars(self.settings),
                 capture_facts=("app_source_commit",),
                 capture_actions=("app_health_probe", "app_record"),
             ),

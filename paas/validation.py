@@ -7,15 +7,18 @@ through), plus the API's own: no unknown fields, no control characters.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from paas import schemas
-from paas.config import ENVIRONMENTS
+from paas.config import ENVIRONMENTS, Settings
 from paas.errors import ValidationError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
@@ -25,13 +28,17 @@ HEALTH_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}")
 CONTEXT_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}")
 CONTEXT_PARENT_RE = re.compile(r"(^|/)\.\.(/|$)")
 # The same alternatives as assert.yml: https://host[:port]/, ssh://[user@]host[:port]/, user@host:path,
-# file:///. Hosts take no '@' (no credentials) and no whitespace.
+# file:///. Hosts take no '@' (no credentials) and no whitespace; the groups are user, host and path.
 REPO_RE = re.compile(
-    r"(https://[^/@:\s]+(:[0-9]+)?/"
-    r"|ssh://([A-Za-z0-9._-]+@)?[^/@:\s]+(:[0-9]+)?/"
-    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]"
-    r"|file:///)"
+    r"https://(?P<h1>[^/@:\s]+)(:[0-9]+)?(?P<p1>/.*)"
+    r"|ssh://((?P<u2>[A-Za-z0-9._-]+)@)?(?P<h2>[^/@:\s]+)(:[0-9]+)?(?P<p2>/.*)"
+    r"|(?P<u3>[A-Za-z0-9._-]+)@(?P<h3>[A-Za-z0-9.-]+):(?P<p3>[^\s].*)"
+    r"|file://(?P<p4>/.*)",
+    re.DOTALL,
 )
+MEMORY_RE = re.compile(schemas.MEMORY_PATTERN.strip("^$"))
+MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MEMORY_MIN = 6 * 1024**2
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 REPO_MAX = 2048
 PORT_MIN, PORT_MAX = 1024, 65535
@@ -42,6 +49,47 @@ _DEPLOY_VALIDATOR = Draft202012Validator(schemas.DEPLOY_REQUEST)
 _DESTROY_VALIDATOR = Draft202012Validator(schemas.DESTROY_REQUEST)
 
 _TYPE_WORDS = {"string": "a string", "integer": "an integer", "object": "an object", "boolean": "a boolean"}
+
+
+@dataclass(frozen=True)
+class RepoPolicy:
+    """Where the server lets deploys clone from (``PAAS_ALLOW_FILE_REPOS``, ``PAAS_FILE_REPO_ROOTS``,
+    ``PAAS_REPO_HOSTS``). The playbooks run directly know none of it: the operator is trusted there."""
+
+    allow_file: bool = False
+    # Real paths (symlinks resolved).
+    file_roots: tuple[Path, ...] = ()
+    # Lower-case host names; empty: any host.
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> RepoPolicy:
+        return cls(settings.allow_file_repos, settings.file_repo_roots, settings.repo_hosts)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Limits of an app's container. None: the server's default (``PAAS_APP_*``)."""
+
+    memory: str | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The limits the request set (what the store keeps)."""
+        return {
+            k: v
+            for k, v in (("memory", self.memory), ("cpus", self.cpus), ("pids", self.pids))
+            if v is not None
+        }
+
+    def effective(self, settings: Settings) -> dict[str, Any]:
+        """Every limit, the server's defaults filling in."""
+        return {
+            "memory": self.memory or settings.app_memory,
+            "cpus": self.cpus if self.cpus is not None else settings.app_cpus,
+            "pids": self.pids if self.pids is not None else settings.app_pids,
+        }
 
 
 @dataclass(frozen=True)
@@ -56,9 +104,11 @@ class DeploySpec:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     health_path: str = "/"
     context: str = "."
+    resources: Resources = field(default_factory=Resources)
 
-    def extra_vars(self) -> dict[str, Any]:
+    def extra_vars(self, settings: Settings) -> dict[str, Any]:
         """The deploy playbook's inputs (roles/app/defaults/main.yml)."""
+        limits = self.resources.effective(settings)
         return {
             "app_name": self.name,
             "app_repo": self.repo,
@@ -68,6 +118,10 @@ class DeploySpec:
             "app_env": dict(self.env),
             "app_health_path": self.health_path,
             "app_context": self.context,
+            "app_memory": limits["memory"],
+            "app_cpus": limits["cpus"],
+            "app_pids": limits["pids"],
+            "app_build_timeout": int(settings.build_timeout),
         }
 
 
@@ -122,21 +176,86 @@ def check_name(name: Any) -> str | None:
     return None
 
 
-def check_repo(repo: str) -> str | None:
+def check_repo(repo: str, policy: RepoPolicy | None = None) -> str | None:
+    """Why ``repo`` may not be cloned, or None. Without a policy: the playbook's own rules (any host,
+    ``file://`` anywhere)."""
     if len(repo) > REPO_MAX:
         return f"must be at most {REPO_MAX} characters"
     if re.search(r"\s", repo) or CONTROL_RE.search(repo):
         return "must not contain whitespace or control characters"
+    if "{" in repo or "}" in repo:
+        return "must not contain '{' or '}'"
     if "::" in repo:
         return "must not contain '::'"
     if repo.startswith("-"):
         return "must not start with '-'"
-    if not REPO_RE.match(repo):
+    match = REPO_RE.fullmatch(repo)
+    if match is None:
         return (
             "must be an https://host/path, ssh://[user@]host/path, user@host:path or file:///path URL "
             "without credentials"
         )
+    user = match.group("u2") or match.group("u3") or ""
+    host = match.group("h1") or match.group("h2") or match.group("h3") or ""
+    if host.startswith("-") or user.startswith("-"):
+        return "the host and user must not start with '-'"
+    if policy is None:
+        return None
+    path = match.group("p4")
+    if path is not None:
+        return _check_file_repo(path, policy)
+    if policy.hosts and host.lower() not in policy.hosts:
+        return (
+            f"host {host!r} is not one this server deploys from (PAAS_REPO_HOSTS: {', '.join(policy.hosts)})"
+        )
     return None
+
+
+def _check_file_repo(path: str, policy: RepoPolicy) -> str | None:
+    if not policy.allow_file:
+        return "file:// repositories are not enabled on this server (PAAS_ALLOW_FILE_REPOS=1 enables them)"
+    if "%" in path:
+        return "a file:// URL must not contain '%'"
+    if not policy.file_roots:
+        return "file:// repositories are enabled but no directory is allowed (PAAS_FILE_REPO_ROOTS is empty)"
+    # The real path: a symlink inside a root that points out of every root is refused.
+    real = Path(os.path.realpath(unquote(path)))
+    if not any(real.is_relative_to(root) for root in policy.file_roots):
+        return "a file:// repository must lie under one of the server's PAAS_FILE_REPO_ROOTS"
+    return None
+
+
+def memory_bytes(size: str) -> int:
+    """Bytes of a Docker memory size (``512m``, ``1g``, ``1048576``)."""
+    unit = size[-1].lower()
+    if unit in MEMORY_UNITS:
+        return int(size[:-1]) * MEMORY_UNITS[unit]
+    return int(size)
+
+
+def _check_resources(body: Any, fields: dict[str, str]) -> Resources:
+    """The ``resources`` object (its structure is the schema's; the ranges are judged here)."""
+    if not isinstance(body, dict):
+        return Resources()
+    memory, cpus, pids = body.get("memory"), body.get("cpus"), body.get("pids")
+    if "resources.memory" not in fields and isinstance(memory, str):
+        if not MEMORY_RE.fullmatch(memory):
+            fields["resources.memory"] = "must be a size such as 256m or 1g (a number and b, k, m or g)"
+        elif memory_bytes(memory) < MEMORY_MIN:
+            fields["resources.memory"] = "must be at least 6m"
+    if "resources.cpus" not in fields and isinstance(cpus, int | float) and not isinstance(cpus, bool):
+        if not 0 < cpus <= schemas.CPUS_MAX:
+            fields["resources.cpus"] = f"must be more than 0 and at most {schemas.CPUS_MAX}"
+    if "resources.pids" not in fields and isinstance(pids, int | float) and not isinstance(pids, bool):
+        if not float(pids).is_integer():
+            fields["resources.pids"] = "must be an integer"
+        elif not schemas.PIDS_MIN <= pids <= schemas.PIDS_MAX:
+            fields["resources.pids"] = f"must be within {schemas.PIDS_MIN}-{schemas.PIDS_MAX}"
+    return Resources(
+        memory=memory.lower() if isinstance(memory, str) else None,
+        cpus=float(cpus) if isinstance(cpus, int | float) and not isinstance(cpus, bool) else None,
+        pids=int(pids) if isinstance(pids, int | float) and not isinstance(pids, bool) else None,
+    )
 
 
 def check_port(port: int) -> str | None:
@@ -185,8 +304,8 @@ def _check_env(env: Mapping[str, Any], fields: dict[str, str]) -> None:
             fields.setdefault(where, "must not contain NUL characters")
 
 
-def parse_deploy(body: Any) -> DeploySpec:
-    """Validate a ``POST /apps/deploy`` body."""
+def parse_deploy(body: Any, policy: RepoPolicy | None = None) -> DeploySpec:
+    """Validate a ``POST /apps/deploy`` body (``repo`` against the server's ``policy``)."""
     if not isinstance(body, dict):
         raise ValidationError(
             "the request body must be a JSON object", fields={"body": "must be a JSON object"}
@@ -213,7 +332,7 @@ def parse_deploy(body: Any) -> DeploySpec:
         reason = check_name(body["name"])
         if reason:
             fields["name"] = reason
-    rule("repo", str, check_repo)
+    rule("repo", str, lambda repo: check_repo(repo, policy or RepoPolicy()))
     rule("port", int, check_port)
     rule("container_port", int, check_container_port)
     rule("ref", str, check_ref)
@@ -221,6 +340,7 @@ def parse_deploy(body: Any) -> DeploySpec:
     rule("context", str, check_context)
     if isinstance(body.get("env"), dict):
         _check_env(body["env"], fields)
+    resources = _check_resources(body.get("resources"), fields)
     for name in constrained:
         fields.setdefault(name, "is invalid")
     if fields:
@@ -234,6 +354,7 @@ def parse_deploy(body: Any) -> DeploySpec:
         env=dict(body.get("env", {})),
         health_path=body.get("health_path", "/"),
         context=body.get("context", "."),
+        resources=resources,
     )
 
 

@@ -19,7 +19,12 @@ from paas.testing import FakeExecutor, FakeRunner, Reply, call_wsgi
 
 TOKEN = "unit-test-token-0123456789"
 SECRET = "s3cr3t-env-value-4711"
-BODY: dict[str, Any] = {"name": "web", "repo": "file:///srv/web", "port": 18080, "container_port": 5000}
+BODY: dict[str, Any] = {
+    "name": "web",
+    "repo": "https://git.example.com/org/web.git",
+    "port": 18080,
+    "container_port": 5000,
+}
 
 
 def never_run_terraform(directory: Path) -> Path:

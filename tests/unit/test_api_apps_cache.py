@@ -13,7 +13,12 @@ from paas.config import Settings
 from paas.testing import FakeRunner, call_wsgi
 
 TOKEN = "unit-test-token-0123456789"
-BODY: dict[str, Any] = {"name": "web", "repo": "file:///srv/web", "port": 18080, "container_port": 5000}
+BODY: dict[str, Any] = {
+    "name": "web",
+    "repo": "https://git.example.com/org/web.git",
+    "port": 18080,
+    "container_port": 5000,
+}
 
 
 def _wait(app: Any, job_id: str) -> None:

@@ -59,7 +59,16 @@ def paas(url: str, *args: str, token: str | None = TOKEN, env: dict[str, str] | 
 
 
 def deploy_args(name: str = "web", port: int = 18080) -> list[str]:
-    return ["deploy", name, "--repo", "file:///srv/web", "--port", str(port), "--container-port", "5000"]
+    return [
+        "deploy",
+        name,
+        "--repo",
+        "https://git.example.com/org/web.git",
+        "--port",
+        str(port),
+        "--container-port",
+        "5000",
+    ]
 
 
 def test_deploy_wait_shows_tasks_then_apps_status_and_destroy(server: tuple[str, FakeRunner, Path]) -> None:

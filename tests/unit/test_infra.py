@@ -28,7 +28,12 @@ SSH_VARIABLES: dict[str, Any] = {
     "private_key_path": KEY_PATH,
     "host_key": f"{HOST_KEY} root@server",
 }
-APP: dict[str, Any] = {"name": "web", "repo": "file:///srv/web", "port": 18080, "container_port": 5000}
+APP: dict[str, Any] = {
+    "name": "web",
+    "repo": "https://git.example.com/org/web.git",
+    "port": 18080,
+    "container_port": 5000,
+}
 TERRAFORM_INVENTORY = REPO_ROOT / "inventory" / "terraform.py"
 
 

@@ -75,6 +75,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             workers=4,
             shutdown_grace=1,
             terraform=str(terraform),
+            # Any file:// repo the document allows is accepted (the policy is the server's, not the
+            # document's).
+            allow_file_repos=True,
+            file_repo_roots=(Path("/"),),
         ),
         runner=runner,
         executor=FakeExecutor(),

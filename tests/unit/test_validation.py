@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from paas.config import Settings
 from paas.errors import ValidationError
 from paas.validation import (
     DeploySpec,
     ProvisionSpec,
+    RepoPolicy,
+    Resources,
     parse_deploy,
     parse_destroy,
     parse_empty,
@@ -47,7 +51,10 @@ def test_full_request_and_extra_vars() -> None:
             "context": "app/web",
         }
     )
-    assert spec.extra_vars() == {
+    settings = Settings(
+        data_dir=Path("/data"), app_memory="256m", app_cpus=0.5, app_pids=100, build_timeout=60
+    )
+    assert spec.extra_vars(settings) == {
         "app_name": "web",
         "app_repo": GOOD["repo"],
         "app_ref": "release/1.2",
@@ -56,6 +63,10 @@ def test_full_request_and_extra_vars() -> None:
         "app_env": {"A_B": "x y", "_z": ""},
         "app_health_path": "/healthz?x=1",
         "app_context": "app/web",
+        "app_memory": "256m",
+        "app_cpus": 0.5,
+        "app_pids": 100,
+        "app_build_timeout": 60,
     }
 
 
@@ -71,11 +82,53 @@ def test_env_values_are_not_in_the_repr() -> None:
         "ssh://git@example.com/a/b.git",
         "ssh://example.com:2222/a",
         "git@github.com:org/repo.git",
-        "file:///srv/repos/app",
     ],
 )
 def test_accepted_repos(repo: str) -> None:
     assert parse_deploy(GOOD | {"repo": repo}).repo == repo
+
+
+def test_file_repos_only_when_enabled_and_under_a_root(tmp_path: Path) -> None:
+    root = tmp_path / "repos"
+    (root / "app").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "link").symlink_to(tmp_path / "elsewhere")
+    body = GOOD | {"repo": f"file://{root}/app"}
+    # Off by default (no policy given means the strictest one).
+    assert "not enabled" in bad_fields(body)["repo"]
+    with pytest.raises(ValidationError) as caught:
+        parse_deploy(body, RepoPolicy(allow_file=True))
+    assert "PAAS_FILE_REPO_ROOTS" in caught.value.fields["repo"]
+    policy = RepoPolicy(allow_file=True, file_roots=(root.resolve(),))
+    assert parse_deploy(body, policy).repo == body["repo"]
+    for outside in (
+        f"file://{tmp_path}/elsewhere",
+        f"file://{root}/link",
+        f"file://{root}/app/../../elsewhere",
+    ):
+        with pytest.raises(ValidationError) as caught:
+            parse_deploy(GOOD | {"repo": outside}, policy)
+        assert "under one of" in caught.value.fields["repo"], outside
+    with pytest.raises(ValidationError) as caught:
+        parse_deploy(GOOD | {"repo": f"file://{root}/%61pp"}, policy)
+    assert "%" in caught.value.fields["repo"]
+
+
+def test_repo_hosts_limit_the_hosts() -> None:
+    policy = RepoPolicy(hosts=("git.example.com",))
+    for repo in ("https://git.example.com/a", "ssh://git@GIT.example.com/a", "git@git.example.com:a/b"):
+        assert parse_deploy(GOOD | {"repo": repo}, policy).repo == repo
+    for repo in ("https://example.com/a", "git@evil.example.org:a/b", "ssh://git.example.com.evil/a"):
+        with pytest.raises(ValidationError) as caught:
+            parse_deploy(GOOD | {"repo": repo}, policy)
+        assert "PAAS_REPO_HOSTS" in caught.value.fields["repo"], repo
+
+
+def test_repo_policy_of_the_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, allow_file_repos=True, file_repo_roots=(tmp_path,), repo_hosts=("h",)
+    )
+    assert RepoPolicy.of(settings) == RepoPolicy(True, (tmp_path,), ("h",))
 
 
 @pytest.mark.parametrize(
@@ -101,6 +154,17 @@ def test_accepted_repos(repo: str) -> None:
         "https://example.com/" + "a" * 2048,
         "$(touch /tmp/pwned)",
         "; rm -rf /",
+        "https://example.com/{{lookup('pipe','id>/tmp/x')}}",
+        "https://example.com/{%raw%}",
+        "https://example.com/a}",
+        "https://example.com/\ta",
+        "https://-oProxyCommand=x/a",
+        "ssh://-oProxyCommand=x/a",
+        "ssh://git@-oProxyCommand=x/a",
+        "ssh://-git@example.com/a",
+        "git@-oProxyCommand=x:a",
+        "-git@example.com:a",
+        "file:///srv/repos/app",
     ],
 )
 def test_refused_repos(repo: str) -> None:
@@ -317,6 +381,10 @@ def test_empty_body() -> None:
         ("repo", "ext::sh -c x", False),
         ("repo", "https://u:p@host/x", False),
         ("repo", "https://ho\x1est/x", False),
+        ("repo", "https://host/{{x}}", False),
+        ("repo", "ssh://-oProxyCommand=x/a", False),
+        ("resources", {"memory": "64m", "cpus": 0.5, "pids": 32}, True),
+        ("resources", {"pids": 8}, False),
         ("ref", "main", True),
         ("ref", "a..b", False),
         ("ref", "-x", False),
@@ -336,6 +404,40 @@ def test_the_published_schema_agrees_with_the_rules(field: str, value: Any, ok: 
     body = GOOD | {field: value}
     assert Draft202012Validator(DEPLOY_REQUEST).is_valid(body) is ok
     if ok:
-        parse_deploy(body)
+        # The server's repo policy is not the document's: here, the most open one.
+        parse_deploy(body, RepoPolicy(allow_file=True, file_roots=(Path("/"),)))
     else:
         assert any(k == field or k.startswith(f"{field}.") for k in bad_fields(body))
+
+
+def test_resources_default_to_the_server_and_are_validated() -> None:
+    settings = Settings(data_dir=Path("/data"))
+    assert parse_deploy(GOOD).resources == Resources()
+    assert parse_deploy(GOOD).extra_vars(settings)["app_memory"] == "512m"
+    spec = parse_deploy(GOOD | {"resources": {"memory": "1G", "cpus": 1.5, "pids": 64}})
+    assert spec.resources == Resources(memory="1g", cpus=1.5, pids=64)
+    assert spec.resources.given() == {"memory": "1g", "cpus": 1.5, "pids": 64}
+    half = parse_deploy(GOOD | {"resources": {"cpus": 2}})
+    assert half.resources.effective(settings) == {"memory": "512m", "cpus": 2.0, "pids": 512}
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        ({"memory": "1t"}, "resources.memory"),
+        ({"memory": "5m"}, "resources.memory"),
+        ({"memory": 512}, "resources.memory"),
+        ({"memory": "0"}, "resources.memory"),
+        ({"cpus": 0}, "resources.cpus"),
+        ({"cpus": 65}, "resources.cpus"),
+        ({"cpus": "1"}, "resources.cpus"),
+        ({"pids": 8}, "resources.pids"),
+        ({"pids": 100000}, "resources.pids"),
+        ({"pids": 1.5}, "resources.pids"),
+        ({"pids": True}, "resources.pids"),
+        ({"disk": "1g"}, "resources.disk"),
+        ("big", "resources"),
+    ],
+)
+def test_refused_resources(resources: Any, field: str) -> None:
+    assert field in bad_fields(GOOD | {"resources": resources})
