@@ -311,6 +311,8 @@ class Service:
             return JobOutcome(
                 JobStatus.FAILED, message=f"app {spec.name!r} was deleted before the deploy ran"
             )
+        # The app's env values never show in its job: an app may print them when it crashes.
+        mask = Masker(spec.env.values())
         result = self._run_app_playbook(
             PlaybookRequest(
                 ident=ctx.job_id,
@@ -319,7 +321,7 @@ class Service:
                 capture_facts=("app_source_commit",),
                 capture_actions=("app_health_probe", "app_record"),
             ),
-            on_event=ctx.record,
+            on_event=lambda event: ctx.record(dataclasses.replace(event, task=mask(event.task))),
             should_cancel=ctx.should_stop,
         )
         if result.ok:
@@ -353,6 +355,7 @@ class Service:
             return JobOutcome(JobStatus.SUCCEEDED, commit=succeeded)
 
         step, message = split_failure(result)
+        message = mask.optional(message)
         log.info(
             "job %s (app %s): deploy %s; checking the app live", ctx.job_id, spec.name, result.status.value
         )

@@ -237,25 +237,33 @@ def _check_resources(body: Any, fields: dict[str, str]) -> Resources:
     """The ``resources`` object (its structure is the schema's; the ranges are judged here)."""
     if not isinstance(body, dict):
         return Resources()
-    memory, cpus, pids = body.get("memory"), body.get("cpus"), body.get("pids")
+    memory = body.get("memory")
+    cpus = _real(body.get("cpus"))
+    pids = _real(body.get("pids"))
     if "resources.memory" not in fields and isinstance(memory, str):
         if not MEMORY_RE.fullmatch(memory):
             fields["resources.memory"] = "must be a size such as 256m or 1g (a number and b, k, m or g)"
         elif memory_bytes(memory) < MEMORY_MIN:
             fields["resources.memory"] = "must be at least 6m"
-    if "resources.cpus" not in fields and isinstance(cpus, int | float) and not isinstance(cpus, bool):
-        if not 0 < cpus <= schemas.CPUS_MAX:
-            fields["resources.cpus"] = f"must be more than 0 and at most {schemas.CPUS_MAX}"
-    if "resources.pids" not in fields and isinstance(pids, int | float) and not isinstance(pids, bool):
-        if not float(pids).is_integer():
+    if "resources.cpus" not in fields and cpus is not None and not 0 < cpus <= schemas.CPUS_MAX:
+        fields["resources.cpus"] = f"must be more than 0 and at most {schemas.CPUS_MAX}"
+    if "resources.pids" not in fields and pids is not None:
+        if not pids.is_integer():
             fields["resources.pids"] = "must be an integer"
         elif not schemas.PIDS_MIN <= pids <= schemas.PIDS_MAX:
             fields["resources.pids"] = f"must be within {schemas.PIDS_MIN}-{schemas.PIDS_MAX}"
     return Resources(
         memory=memory.lower() if isinstance(memory, str) else None,
-        cpus=float(cpus) if isinstance(cpus, int | float) and not isinstance(cpus, bool) else None,
-        pids=int(pids) if isinstance(pids, int | float) and not isinstance(pids, bool) else None,
+        cpus=cpus,
+        pids=int(pids) if pids is not None and pids.is_integer() else None,
     )
+
+
+def _real(value: Any) -> float | None:
+    """A JSON number as a float (None for anything else; booleans are not numbers)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 def check_port(port: int) -> str | None:
