@@ -40,6 +40,7 @@ from paas.config import Settings
 from paas.errors import ConflictError, NotFoundError, ValidationError
 from paas.infra import CommandStep, StaticEnvironment, Step, StepError, TerraformEnvironment, scrub_runs
 from paas.jobs import JobContext, JobManager, JobOutcome, JobSpec, JobStatus, public_job
+from paas.masking import Masker
 from paas.processes import DataDirLock, reap_orphans
 from paas.runner import (
     PlaybookRequest,
