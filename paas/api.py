@@ -31,6 +31,7 @@ from paas.errors import (
     NotFoundError,
     PaasError,
     PayloadTooLargeError,
+    TooManyRequestsError,
     UnsupportedMediaTypeError,
     ValidationError,
 )
@@ -64,6 +65,8 @@ def _error(exc: PaasError, headers: dict[str, str] | None = None) -> bottle.HTTP
     extra = dict(headers or {})
     if exc.status == 401:
         extra.setdefault("WWW-Authenticate", 'Bearer realm="paas"')
+    if isinstance(exc, TooManyRequestsError):
+        extra.setdefault("Retry-After", str(exc.retry_after))
     return _response(exc.status, exc.to_json(), extra)
 
 

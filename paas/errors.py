@@ -65,6 +65,25 @@ class UnsupportedMediaTypeError(PaasError):
     code = "unsupported_media_type"
 
 
+class TooManyRequestsError(PaasError):
+    """Too much work waits already: the client should retry after ``retry_after`` seconds (the API
+    sends it as ``Retry-After``)."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int = 30,
+        fields: Mapping[str, str] | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message, fields=fields, code=code)
+        self.retry_after = retry_after
+
+
 class UnavailableError(PaasError):
     """The service is shutting down and accepts no new work."""
 

@@ -6,6 +6,11 @@ conflict when they share a key or either is exclusive. So the jobs of one app ru
 in the order they were submitted, different apps run in parallel (up to ``workers``), and deploys
 wait while the infrastructure changes, and the other way round.
 
+The queue is bounded: at most ``max_queued`` jobs wait (one more is refused with 429,
+:class:`~paas.errors.TooManyRequestsError`), and a job submitted with ``replace_queued`` (deploys)
+replaces the queued job of the same key and kind, which ends ``canceled`` ("superseded by <id>"),
+so an app has at most one deploy waiting. A running job is never replaced.
+
 Every job ends ``succeeded``, ``failed`` or ``canceled``: work that raises is a failed job, a job past
 its timeout is stopped and failed, shutdown cancels what is left, and :meth:`JobManager.recover`
 fails the jobs a killed server left queued or running.
@@ -24,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from paas.clock import now
-from paas.errors import ConflictError, NotFoundError, UnavailableError
+from paas.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
 from paas.runner import TaskEvent
 from paas.store import ACTIVE_JOB_STATUSES, TERMINAL_JOB_STATUSES, Doc, Store
 
@@ -44,6 +49,8 @@ PUBLIC_FIELDS = (
 )
 EVENT_FLUSH_SECONDS = 1.0
 INTERRUPTED_MESSAGE = "interrupted by restart: the server stopped while the job was queued or running"
+# Seconds a client refused because the queue is full is told to wait (Retry-After).
+QUEUE_FULL_RETRY_AFTER = 30
 
 
 class JobStatus(StrEnum):
@@ -139,7 +146,8 @@ class JobSpec:
 
     ``prepare(job)`` runs in the transaction that stores the new job (it may change other documents or
     raise to refuse the job); ``on_skipped(job)`` runs in the transaction that cancels it while queued
-    (the work never ran).
+    (the work never ran). With ``replace_queued``, the job replaces a queued (not a running) job of the
+    same key and kind, which is canceled in the transaction that stores this one, after ``prepare``.
     """
 
     kind: str
@@ -149,6 +157,7 @@ class JobSpec:
     exclusive: bool = False
     prepare: Callable[[Doc], None] | None = None
     on_skipped: Callable[[Doc], None] | None = None
+    replace_queued: bool = False
 
 
 @dataclass
@@ -178,10 +187,12 @@ class JobManager:
         workers: int = 4,
         job_timeout: float = 1800.0,
         max_events: int = 500,
+        max_queued: int | None = None,
         on_finished: Callable[[Doc], None] | None = None,
     ) -> None:
         self.store = store
         self.max_events = max_events
+        self._max_queued = max_queued
         self._workers = workers
         self._job_timeout = job_timeout
         self._on_finished = on_finished
@@ -254,10 +265,26 @@ class JobManager:
 
     # ---- submit / cancel / query ----
     def submit(self, spec: JobSpec) -> Doc:
-        """Store a new queued job (with ``spec.prepare``'s changes) and queue it. Returns the job."""
+        """Store a new queued job (with ``spec.prepare``'s changes) and queue it. Returns the job.
+
+        429 when ``max_queued`` jobs wait already, unless this one replaces a queued job
+        (``spec.replace_queued``): the replaced job ends ``canceled`` ("superseded by <id>").
+        """
         with self._cond:
             if not self._accepting:
                 raise UnavailableError("the server is shutting down and accepts no new jobs")
+            replaced = [
+                entry
+                for entry in self._queue
+                if spec.replace_queued and entry.spec.key == spec.key and entry.spec.kind == spec.kind
+            ]
+            if not replaced and self._max_queued is not None and len(self._queue) >= self._max_queued:
+                raise TooManyRequestsError(
+                    f"{len(self._queue)} jobs are queued already (at most {self._max_queued}): "
+                    "retry when some have run",
+                    retry_after=QUEUE_FULL_RETRY_AFTER,
+                    code="too_many_jobs",
+                )
             self._seq += 1
             job: Doc = {
                 "id": uuid.uuid4().hex,
@@ -272,14 +299,21 @@ class JobManager:
                 "events": [],
                 "seq": self._seq,
             }
+            superseded = f"superseded by {job['id']}"
             with self.store.transaction():
                 if spec.prepare is not None:
                     spec.prepare(job)
                 self.store.put_job(job)
+                # After the new job is stored: the replaced job's on_skipped sees it queued.
+                ended = [(entry, self._mark_skipped(entry, superseded)) for entry in replaced]
+            for entry in replaced:
+                self._queue.remove(entry)
             context = JobContext(self, job["id"], spec.app, self._job_timeout)
             self._queue.append(_Entry(job_id=job["id"], spec=spec, context=context))
             self._cond.notify_all()
         log.info("job %s (%s, app %s) queued", job["id"], spec.kind, spec.app)
+        for entry, doc in ended:
+            self._skipped(entry, doc, superseded)
         return job
 
     def cancel(self, job_id: str) -> Doc:
@@ -317,19 +351,28 @@ class JobManager:
     # ---- internals ----
     def _skip(self, entry: _Entry, message: str) -> Doc:
         """End a job that never ran as canceled."""
-        result: Doc = {}
         with self.store.transaction():
-            doc = self.store.get_job(entry.job_id)
-            if doc is None:
-                return result
-            doc.update(status=JobStatus.CANCELED.value, finished_at=now(), message=message)
-            if entry.spec.on_skipped is not None:
-                entry.spec.on_skipped(doc)
-            self.store.put_job(doc)
-            result = doc
-        log.info("job %s (%s, app %s) canceled: %s", entry.job_id, entry.spec.kind, entry.spec.app, message)
-        self._finished(result)
+            result = self._mark_skipped(entry, message)
+        self._skipped(entry, result, message)
         return result
+
+    def _mark_skipped(self, entry: _Entry, message: str) -> Doc:
+        """In a store transaction: the job that never ran ends canceled, with its ``on_skipped``."""
+        doc = self.store.get_job(entry.job_id)
+        if doc is None:
+            return {}
+        doc.update(status=JobStatus.CANCELED.value, finished_at=now(), message=message)
+        if entry.spec.on_skipped is not None:
+            entry.spec.on_skipped(doc)
+        self.store.put_job(doc)
+        return doc
+
+    def _skipped(self, entry: _Entry, doc: Doc, message: str) -> None:
+        """After the transaction of :meth:`_mark_skipped` (outside the manager's lock)."""
+        if not doc:
+            return
+        log.info("job %s (%s, app %s) canceled: %s", entry.job_id, entry.spec.kind, entry.spec.app, message)
+        self._finished(doc)
 
     def _next_runnable(self) -> _Entry | None:
         for index, candidate in enumerate(self._queue):

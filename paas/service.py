@@ -179,6 +179,7 @@ class Service:
             workers=settings.workers,
             job_timeout=settings.job_timeout,
             max_events=settings.max_events,
+            max_queued=settings.max_queued,
             on_finished=self._job_finished,
         )
         self._monitor_stop = threading.Event()
@@ -265,6 +266,13 @@ class Service:
                     )
             at = now()
             doc = self.store.get_app(spec.name)
+            if doc is None and len(self.store.list_apps()) >= self.settings.max_apps:
+                raise ConflictError(
+                    f"the server holds {self.settings.max_apps} apps, its maximum (PAAS_MAX_APPS): "
+                    "delete one first, or redeploy an existing app",
+                    code="too_many_apps",
+                    fields={"name": f"is a new app and {self.settings.max_apps} apps exist already"},
+                )
             if doc is None:
                 doc = {
                     "name": spec.name,
@@ -294,6 +302,8 @@ class Service:
                 work=lambda ctx: self._run_deploy(ctx, spec),
                 prepare=prepare,
                 on_skipped=lambda job: self._deploy_skipped(spec.name, job),
+                # A newer deploy of the app replaces its queued one (never the running one).
+                replace_queued=True,
             )
         )
         return self.public_app(stored["app"]), public_job(job)

@@ -185,8 +185,9 @@ def test_live_check_after_failure_can_report_unhealthy(api: Api, runner: FakeRun
 def test_cancel_queued_and_running_jobs(api: Api, runner: FakeRunner) -> None:
     runner.gate = threading.Event()
     first = api("POST", "/apps/deploy", BODY).json()["job"]["id"]
-    second = api("POST", "/apps/deploy", BODY).json()["job"]["id"]
+    # Running before the second is sent: a queued deploy would be superseded by it.
     wait_for(lambda: api("GET", f"/jobs/{first}").json()["status"] == "running")
+    second = api("POST", "/apps/deploy", BODY).json()["job"]["id"]
     reply = api("POST", f"/jobs/{second}/cancel")
     assert reply.status == 202 and reply.json()["job"]["status"] == "canceled"
     reply = api("POST", f"/jobs/{first}/cancel")

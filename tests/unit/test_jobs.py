@@ -6,11 +6,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from paas.errors import ConflictError, NotFoundError, UnavailableError
-from paas.jobs import INTERRUPTED_MESSAGE, JobContext, JobManager, JobOutcome, JobSpec, JobStatus
+from paas.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
+from paas.jobs import (
+    INTERRUPTED_MESSAGE,
+    QUEUE_FULL_RETRY_AFTER,
+    JobContext,
+    JobManager,
+    JobOutcome,
+    JobSpec,
+    JobStatus,
+)
 from paas.runner import TaskEvent
 from paas.store import Store
 
@@ -207,3 +216,72 @@ def test_shutdown_cancels_queued_jobs_and_then_running_ones(store: Store) -> Non
     assert status(store, running["id"]) == "canceled"
     with pytest.raises(UnavailableError):
         manager.submit(JobSpec("deploy", "a", "a", rec.work("3")))
+
+
+# ---- bounded queue ----
+def test_a_newer_job_replaces_the_queued_one_of_its_key(manager: JobManager, store: Store) -> None:
+    rec = Recorder()
+    skipped: list[tuple[str, list[str]]] = []
+
+    def on_skipped(job: dict[str, Any]) -> None:
+        # The replaced job's hook runs after the new job is stored: it sees it queued.
+        others = [j["id"] for j in store.list_jobs(statuses=("queued",)) if j["id"] != job["id"]]
+        skipped.append((job["id"], others))
+
+    def spec(label: str) -> JobSpec:
+        return JobSpec("deploy", "a", "a", rec.work(label), replace_queued=True, on_skipped=on_skipped)
+
+    running = manager.submit(spec("1"))
+    wait_for(lambda: status(store, running["id"]) == "running")
+    second = manager.submit(spec("2"))
+    third = manager.submit(spec("3"))
+    # Another kind of job of the same key is never replaced, nor replaces.
+    other = manager.submit(JobSpec("delete", "a", "a", rec.work("d")))
+    doc = store.get_job(second["id"])
+    assert doc is not None and doc["status"] == "canceled"
+    assert doc["message"] == f"superseded by {third['id']}" and doc["finished_at"]
+    assert skipped == [(second["id"], [third["id"]])]
+    assert status(store, running["id"]) == "running"  # a running job is never replaced
+    rec.release.set()
+    wait_for(lambda: all(status(store, j["id"]) == "succeeded" for j in (running, third, other)))
+    assert rec.log == ["start 1", "end 1", "start 3", "end 3", "start d", "end d"]
+
+
+def test_a_job_that_fails_to_prepare_replaces_nothing(manager: JobManager, store: Store) -> None:
+    rec = Recorder()
+    running = manager.submit(JobSpec("deploy", "a", "a", rec.work("1")))
+    wait_for(lambda: status(store, running["id"]) == "running")
+    queued = manager.submit(JobSpec("deploy", "a", "a", rec.work("2"), replace_queued=True))
+
+    def refuse(job: dict[str, object]) -> None:
+        raise ConflictError("no")
+
+    with pytest.raises(ConflictError):
+        manager.submit(JobSpec("deploy", "a", "a", rec.work("3"), prepare=refuse, replace_queued=True))
+    assert status(store, queued["id"]) == "queued"
+    rec.release.set()
+    wait_for(lambda: status(store, queued["id"]) == "succeeded")
+
+
+def test_the_queue_is_bounded(store: Store) -> None:
+    manager = JobManager(store, workers=1, max_queued=2)
+    manager.start()
+    rec = Recorder()
+    try:
+        running = manager.submit(JobSpec("deploy", "a", "a", rec.work("1")))
+        wait_for(lambda: status(store, running["id"]) == "running")
+        manager.submit(JobSpec("deploy", "b", "b", rec.work("2"), replace_queued=True))
+        manager.submit(JobSpec("deploy", "c", "c", rec.work("3")))
+        with pytest.raises(TooManyRequestsError) as refused:
+            manager.submit(JobSpec("deploy", "d", "d", rec.work("4")))
+        assert refused.value.status == 429 and refused.value.code == "too_many_jobs"
+        assert refused.value.retry_after == QUEUE_FULL_RETRY_AFTER
+        assert len(store.list_jobs()) == 3  # the refused job was never stored
+        # Replacing a queued job does not grow the queue: accepted at the limit.
+        manager.submit(JobSpec("deploy", "b", "b", rec.work("2b"), replace_queued=True))
+        rec.release.set()
+        wait_for(lambda: manager.idle())
+        manager.submit(JobSpec("deploy", "d", "d", rec.work("4")))
+    finally:
+        rec.release.set()
+        manager.shutdown(grace=5)
