@@ -3,14 +3,26 @@
 ``paas serve`` calls :func:`serve`. SIGTERM or SIGINT stops it gracefully: no new connections, the
 requests in flight end, running jobs get ``PAAS_SHUTDOWN_GRACE`` seconds to finish and are then
 canceled, queued jobs are canceled, and the database (written through on every change) is closed.
+
+Hostile clients are bounded: at most ``PAAS_HTTP_CONNECTIONS`` open connections; a connection on
+which nothing arrives for ``PAAS_HTTP_TIMEOUT`` seconds (idle, or stalled in the middle of a request)
+is closed; a body over 1 MiB is refused (413) before it is read: on its ``Content-Length`` at once, a
+chunked one as soon as it passes the limit. The API's own, smaller limit answers in JSON for bodies up
+to 1 MiB.
+
+The data dir is the owner's only (0700, tightened at start when it is looser); the API token is never
+printed or logged, only the path of the file it was generated into.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
+import stat
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -22,8 +34,20 @@ from paas.config import Settings, ensure_token, load_settings
 log = logging.getLogger(__name__)
 
 # Bodies above the API's own 64 KiB limit get a JSON 413 from the API; waitress refuses (in plain
-# text) only bodies beyond this, so that it never buffers huge uploads.
-WAITRESS_BODY_LIMIT = 16 * 1024 * 1024
+# text) bodies beyond this before reading them, so that it never buffers huge uploads.
+WAITRESS_BODY_LIMIT = 1024 * 1024
+# Seconds between two passes of waitress over its connections to close those idle past the timeout
+# (waitress's default, 30, would keep them up to 30 s longer than PAAS_HTTP_TIMEOUT).
+CLEANUP_INTERVAL = 1
+
+
+def private_data_dir(path: Path) -> None:
+    """Create the data dir with mode 0700, or tighten it to 0700 when the group or others may enter it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        log.warning("data dir %s was mode %04o: tightened to 0700", path, mode)
 
 
 class _StopRequested(SystemExit):
@@ -33,11 +57,14 @@ class _StopRequested(SystemExit):
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
     """Serve the API on ``host:port`` until SIGTERM or SIGINT."""
     settings = settings or load_settings()
+    private_data_dir(settings.data_dir)
     token, created = ensure_token(settings)
     if created:
-        # Printed once, when generated; `paas` clients read it from the file afterwards.
+        # The path only: the token itself is never printed (logs are read by more people than the
+        # token is meant for). `paas` clients on this machine read the file.
         print(
-            f"paas: generated an API token, stored in {settings.token_path} (mode 0600):\n{token}",
+            f"paas: generated an API token into {settings.token_path} (mode 0600); "
+            "clients send it as 'Authorization: Bearer <token>'",
             file=sys.stderr,
             flush=True,
         )
@@ -65,7 +92,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
             port=port,
             threads=settings.http_threads,
             ident="paas",
-            max_request_body_size=WAITRESS_BODY_LIMIT,
+            # waitress refuses a body of this size or more: a body of exactly 1 MiB passes.
+            max_request_body_size=WAITRESS_BODY_LIMIT + 1,
+            connection_limit=settings.http_connections,
+            channel_timeout=max(1, math.ceil(settings.http_timeout)),
+            cleanup_interval=CLEANUP_INTERVAL,
             clear_untrusted_proxy_headers=True,
         )
         log.info("serving on http://%s:%s (data dir %s)", host, server.effective_port, settings.data_dir)

@@ -148,3 +148,21 @@ def test_jobs_and_infra(server: tuple[str, FakeRunner, Path]) -> None:
     assert refused.exit_code == 1 and "(409)" in refused.output  # an app exists
     status = paas(url, "infra", "status")
     assert status.exit_code == 0 and "environment local" in status.output
+
+
+def test_the_cli_never_prints_the_token(server: tuple[str, FakeRunner, Path]) -> None:
+    url, _, data = server
+    (data / "api-token").write_text(TOKEN + "\n")
+    runs = [
+        paas(url, "--help"),
+        paas(url, "deploy", "--help"),
+        paas(url, *deploy_args(), "--wait"),
+        paas(url, *deploy_args(), "--json"),
+        paas(url, "apps"),
+        paas(url, "status", "missing"),
+        paas(url, "apps", token=None, env={"PAAS_DATA_DIR": str(data)}),
+        paas(f"http://127.0.0.1:{_free_port()}", "apps"),
+        paas(url, "apps", token=TOKEN[::-1]),  # refused: the answer names no token either
+    ]
+    for result in runs:
+        assert TOKEN not in result.output and TOKEN[::-1] not in result.output, result.output
