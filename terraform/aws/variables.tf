@@ -128,7 +128,7 @@ variable "root_volume_kms_key_id" {
 ################################################################################
 
 variable "admin_cidr" {
-  description = "The only network allowed to reach SSH (port 22), e.g. your office or VPN as 203.0.113.0/24 or one address as 203.0.113.7/32. Not 0.0.0.0/0"
+  description = "The only network allowed to reach SSH (port 22), e.g. your office or VPN as 203.0.113.0/24 or one address as 203.0.113.7/32. Its prefix is at least /8 (never 0.0.0.0/0)"
   type        = string
 
   validation {
@@ -138,6 +138,16 @@ variable "admin_cidr" {
       try(tonumber(split("/", var.admin_cidr)[1]) > 0, false)
     )
     error_message = "admin_cidr must be one IPv4 or IPv6 network in canonical CIDR form (network address, e.g. 203.0.113.0/24 or 203.0.113.7/32) and narrower than the whole Internet (not 0.0.0.0/0 or ::/0)."
+  }
+
+  # A separate rule, so its message is the only one for a well-formed but too wide network (/1 to /7:
+  # half the Internet and less would still reach SSH). Malformed values and /0 are refused above.
+  validation {
+    condition = try(
+      tonumber(split("/", var.admin_cidr)[1]) == 0 || tonumber(split("/", var.admin_cidr)[1]) >= 8,
+      true
+    )
+    error_message = "admin_cidr must have a prefix length of at least /8 (e.g. 10.0.0.0/8, 203.0.113.0/24, or one address as 203.0.113.7/32): a shorter prefix opens SSH to a large part of the Internet."
   }
 }
 

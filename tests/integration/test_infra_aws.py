@@ -108,6 +108,16 @@ def test_aws_environment_with_the_servers_credentials(server: Server, tmp_path: 
         "app_ports": [8080, 8443],
     }
 
+    # A network wider than a /8 is refused by the module's validation, reported as the plan's failure.
+    response = client.post(
+        "/infra/provision", {"environment": "aws", "variables": variables | {"admin_cidr": "0.0.0.0/1"}}
+    )
+    assert response.status_code == 202, response.text
+    job = client.wait_job(response.json()["job"]["id"], timeout=600)
+    assert job["status"] == "failed" and job["failed_step"] == "plan", job
+    assert "admin_cidr must have a prefix length of at least /8" in job["message"], job
+    assert not any(t.startswith("Apply complete!") for t in [e["task"] for e in job["events"]])
+
     response = client.post("/infra/provision", {"environment": "aws", "variables": variables})
     assert response.status_code == 202, response.text
     job = client.wait_job(response.json()["job"]["id"], timeout=600)

@@ -478,11 +478,21 @@ def test_safe_input_is_accepted(variables_only: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("admin_cidr", ["10.0.0.0/8", "203.0.113.0/24", "203.0.113.7/32", "2001:db8::/32"])
+def test_admin_cidr_of_at_least_a_slash_8_is_accepted(variables_only: Path, admin_cidr: str) -> None:
+    result = plan_variables(variables_only, f"-var=admin_cidr={admin_cidr}")
+
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("variable", "message"),
     [
         ("-var=admin_cidr=0.0.0.0/0", "narrower than the whole Internet (not 0.0.0.0/0 or ::/0)"),
         ("-var=admin_cidr=::/0", "narrower than the whole Internet"),
+        ("-var=admin_cidr=0.0.0.0/1", "admin_cidr must have a prefix length of at least /8"),
+        ("-var=admin_cidr=128.0.0.0/7", "admin_cidr must have a prefix length of at least /8"),
+        ("-var=admin_cidr=::/1", "admin_cidr must have a prefix length of at least /8"),
         ("-var=admin_cidr=203.0.113.7/24", "in canonical CIDR form"),
         ("-var=admin_cidr=office", "in canonical CIDR form"),
         ("-var=app_ports=[22, 8080]", "Each app port must be an integer from 1024 to 65535"),
