@@ -261,7 +261,8 @@ _VarsDumper.add_representer(_Unsafe, _represent_unsafe)
 def mark_unsafe(value: Any) -> Any:
     """``value`` with every string in it (mapping keys too, at any depth) marked unsafe."""
     if isinstance(value, str):
-        return _Unsafe(value)
+        # Ansible reads an empty !unsafe scalar as null; an empty string holds no template anyway.
+        return _Unsafe(value) if value else value
     if isinstance(value, Mapping):
         return {mark_unsafe(str(k)): mark_unsafe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

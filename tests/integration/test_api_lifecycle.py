@@ -211,7 +211,7 @@ def test_no_secret_on_disk_in_logs_or_answers(
     ).stdout
     assert token_found == ""
     assert not any(secret in text for text in client.responses)
-    assert not list(server.data_dir.glob("artifacts/*/vars.json"))
+    assert not list(server.data_dir.glob("artifacts/*/vars.yml"))
     assert client.wait_job(client.delete(f"/apps/{name}").json()["job"]["id"])["status"] == "succeeded"
 
 

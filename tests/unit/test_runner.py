@@ -79,7 +79,7 @@ def test_success_with_events_and_captures(settings: Settings, monkeypatch: pytes
         PlaybookRequest(
             ident="job1",
             playbook="playbooks/deploy.yml",
-            extravars={"app_name": "web", "app_env": {"K": SECRET}},
+            extravars={"app_name": "web", "app_env": {"K": SECRET}, "app_ref": ""},
             capture_facts=("app_source_commit",),
             capture_actions=("app_health_probe",),
         ),
@@ -101,6 +101,7 @@ def test_success_with_events_and_captures(settings: Settings, monkeypatch: pytes
         "app_health_retries": 2,
         "app_name": ("unsafe", "web"),
         "app_env": {("unsafe", "K"): ("unsafe", SECRET)},
+        "app_ref": "",
     }
     assert seen["vars_mode"] == 0o600
     assert not (settings.artifacts_dir / "job1" / "vars.yml").exists()
