@@ -7,6 +7,8 @@
 # Running it again reuses the server and redeploys (a no-change deploy). Needs root (it installs
 # packages and runs containers) and a committed checkout (the app is cloned from this repository).
 set -euo pipefail
+# What the demo writes (the data dir, the server's log and pid file) is the owner's only.
+umask 077
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 paas=$repo/.venv/bin/paas
@@ -28,12 +30,17 @@ if ! command -v busybox >/dev/null 2>&1 || [[ $(ldd "$(command -v busybox)" 2>&1
 fi
 
 mkdir -p "$data"
+chmod 700 "$data"
+touch "$log" && chmod 600 "$log"
 if fetch "$PAAS_URL/healthz" >/dev/null 2>&1; then
   say "the API already answers at $PAAS_URL"
 else
   say "starting the API at $PAAS_URL"
   host_port=${PAAS_URL#http://}
-  nohup "$paas" serve --host "${host_port%:*}" --port "${host_port##*:}" >>"$log" 2>&1 &
+  # The server writes its own files with private modes whatever the umask (data dir 0700, token and
+  # database 0600), but the playbooks it runs on this machine check the app out with its umask, and
+  # an app whose image runs as another user (hello-offline: USER nobody) must be able to read it.
+  (umask 022 && exec nohup "$paas" serve --host "${host_port%:*}" --port "${host_port##*:}") >>"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 50); do fetch "$PAAS_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
   fetch "$PAAS_URL/healthz" >/dev/null || { echo "the API did not start; its log:" >&2; tail -n 30 "$log" >&2; exit 1; }

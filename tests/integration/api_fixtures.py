@@ -224,11 +224,16 @@ class Client:
 
 
 class Server:
-    """A ``paas`` server process on 127.0.0.1 with its own data dir."""
+    """A ``paas`` server process on 127.0.0.1 with its own data dir.
 
-    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+    With ``set_token=False`` the server runs without ``PAAS_API_TOKEN``: it generates its token into
+    the data dir, and :attr:`token` is read from there once the server answers.
+    """
+
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, set_token: bool = True) -> None:
         self.data_dir = data_dir
-        self.token = "it-" + uuid.uuid4().hex
+        self.set_token = set_token
+        self.token = "it-" + uuid.uuid4().hex if set_token else ""
         self.port = 0
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.extra_env = dict(env or {})
@@ -243,7 +248,6 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAAS_")}
         env.update(
             PAAS_DATA_DIR=str(self.data_dir),
-            PAAS_API_TOKEN=self.token,
             PAAS_MONITOR_INTERVAL="0",
             PAAS_EXTRA_VARS=json.dumps(FAST_VARS),
             PAAS_SHUTDOWN_GRACE="60",
@@ -252,6 +256,8 @@ class Server:
             PAAS_FILE_REPO_ROOTS=tempfile.gettempdir(),
             PYTHONPATH=str(REPO),
         )
+        if self.set_token:
+            env["PAAS_API_TOKEN"] = self.token
         env.update(self.extra_env)
         # The launcher runs without the venv on PATH: the server must find ansible-playbook itself.
         env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -260,6 +266,8 @@ class Server:
                 [PYTHON, "-c", LAUNCHER, str(self.port)], cwd=REPO, env=env, stdout=log, stderr=log
             )
         wait_until(self._healthy, 30, interval=0.2, what="the server to answer /healthz")
+        if not self.set_token:
+            self.token = (self.data_dir / "api-token").read_text().strip()
         return self
 
     def _healthy(self) -> bool:
