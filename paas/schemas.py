@@ -302,11 +302,17 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "No such resource",
         405: "Method not allowed",
         409: "Conflict with the current state",
-        413: "Body larger than 64 KiB",
+        413: "Body larger than 64 KiB (over 1 MiB: refused before it is read, in plain text)",
         415: "Body is not JSON",
+        429: "Too many jobs queued (`too_many_jobs`, PAAS_MAX_QUEUED): retry after `Retry-After` seconds",
         503: "Server shutting down",
     }
-    return {str(code): _json(_ref("Error"), words[code]) for code in codes}
+    responses = {str(code): _json(_ref("Error"), words[code]) for code in codes}
+    if "429" in responses:
+        responses["429"]["headers"] = {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}
+        }
+    return responses
 
 
 _NAME_PARAM = {
@@ -321,7 +327,8 @@ _JOB_PARAM = {
     "required": True,
     "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
 }
-_JSON_BODY_ERRORS = (400, 401, 409, 413, 415, 503)
+# Every route with a JSON body queues a job: 429 when the queue is full.
+_JSON_BODY_ERRORS = (400, 401, 409, 413, 415, 429, 503)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -382,7 +389,8 @@ def openapi_document() -> dict[str, Any]:
             "/apps/deploy": {
                 "post": {
                     "operationId": "deployApp",
-                    "summary": "Deploy a new app or redeploy one (blue/green)",
+                    "summary": "Deploy a new app or redeploy one (blue/green); a deploy of the app still "
+                    "queued is superseded: it ends canceled",
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref("DeployRequest")}},
@@ -402,6 +410,11 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(*_JSON_BODY_ERRORS),
+                        "409": _json(
+                            _ref("Error"),
+                            "Conflict: `port_in_use`, `app_deleting`, `infra_absent`, or `too_many_apps` "
+                            "(a new app beyond PAAS_MAX_APPS; redeploys of existing apps are accepted)",
+                        ),
                     },
                 }
             },
@@ -420,7 +433,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_NAME_PARAM],
                     "responses": {
                         "202": _json(job_accepted, "Removal queued"),
-                        **_errors(401, 404, 409, 503),
+                        **_errors(401, 404, 409, 429, 503),
                     },
                 }
             },

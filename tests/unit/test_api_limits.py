@@ -15,6 +15,7 @@ import pytest
 from paas.api import Application, create_app
 from paas.config import Settings
 from paas.jobs import QUEUE_FULL_RETRY_AFTER
+from paas.schemas import openapi_document
 from paas.testing import FakeRunner, Reply, call_wsgi
 
 TOKEN = "unit-test-token-0123456789"
@@ -172,3 +173,11 @@ def test_409_too_many_apps_and_redeploys_at_the_cap(make_api: Callable[..., Api]
     deleted = api("DELETE", "/apps/app1").json()["job"]["id"]
     assert api.wait_job(deleted)["status"] == "succeeded"
     assert api.wait_job(api.deploy("app2", 18082))["status"] == "succeeded"
+
+
+def test_the_document_lists_the_limits() -> None:
+    paths = openapi_document()["paths"]
+    for path, method in (("/apps/deploy", "post"), ("/apps/{name}", "delete"), ("/infra/provision", "post")):
+        refused = paths[path][method]["responses"]["429"]
+        assert "Retry-After" in refused["headers"]
+    assert "too_many_apps" in paths["/apps/deploy"]["post"]["responses"]["409"]["description"]
