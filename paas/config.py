@@ -82,8 +82,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 ENVIRONMENTS = ("local", "ssh", "aws")
 MIRROR_OFF = ("off", "none")
-# A container memory size as Docker takes it: a number and an optional unit (b, k, m, g).
-MEMORY_RE = re.compile(r"[1-9][0-9]{0,12}[bkmgBKMG]?")
+# A container memory size in megabytes or gigabytes, at least 6m (as paas.schemas.MEMORY_PATTERN).
+MEMORY_RE = re.compile(r"([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG]")
 
 
 class SettingsError(ValueError):

@@ -20,8 +20,8 @@ REPO_PATTERN = (
     r"|[A-Za-z0-9._][A-Za-z0-9._-]*@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s{}\x00-\x1f\x7f]|file:///)"
     r"[^\s{}\x00-\x1f\x7f]*$"
 )
-# A container memory size as Docker takes it (at least 6m: Docker's own minimum).
-MEMORY_PATTERN = r"^[1-9][0-9]{0,12}[bkmgBKMG]?$"
+# A container memory size in megabytes or gigabytes, at least 6m (Docker's own minimum).
+MEMORY_PATTERN = r"^(([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG])$"
 CPUS_MAX = 64
 PIDS_MIN, PIDS_MAX = 16, 65536
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -85,7 +85,7 @@ DEPLOY_REQUEST: dict[str, Any] = {
                 "memory": {
                     "type": "string",
                     "pattern": MEMORY_PATTERN,
-                    "description": "Memory limit, e.g. 256m or 1g (at least 6m).",
+                    "description": "Memory limit in m or g, e.g. 256m or 1g (at least 6m).",
                 },
                 "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": CPUS_MAX},
                 "pids": {"type": "integer", "minimum": PIDS_MIN, "maximum": PIDS_MAX},
@@ -203,6 +203,7 @@ APP: dict[str, Any] = {
         "updated_at",
         "last_deploy",
         "health",
+        "resources",
     ],
     "properties": {
         "name": {"type": "string", "pattern": NAME_PATTERN},
@@ -214,6 +215,16 @@ APP: dict[str, Any] = {
         "container_port": {"type": "integer"},
         "health_path": {"type": "string"},
         "url": {"type": "string"},
+        "resources": {
+            "type": "object",
+            "required": ["memory", "cpus", "pids"],
+            "properties": {
+                "memory": {"type": "string"},
+                "cpus": {"type": "number"},
+                "pids": {"type": "integer"},
+            },
+            "description": "The container's limits (the server's defaults fill in).",
+        },
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
         "last_deploy": {

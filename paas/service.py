@@ -56,6 +56,7 @@ from paas.terraform import split_variables, summarise_error
 from paas.validation import (
     DeploySpec,
     RepoPolicy,
+    Resources,
     check_name,
     parse_deploy,
     parse_destroy,
@@ -228,6 +229,7 @@ class Service:
             "container_port": int(shown["container_port"]),
             "health_path": shown["health_path"],
             "url": f"http://{self.settings.public_host}:{port}/",
+            "resources": Resources(**(shown.get("resources") or {})).effective(self.settings),
             "created_at": doc["created_at"],
             "updated_at": doc["updated_at"],
             "last_deploy": doc.get("last_deploy"),

@@ -37,8 +37,7 @@ REPO_RE = re.compile(
     re.DOTALL,
 )
 MEMORY_RE = re.compile(schemas.MEMORY_PATTERN.strip("^$"))
-MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-MEMORY_MIN = 6 * 1024**2
+
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 REPO_MAX = 2048
 PORT_MIN, PORT_MAX = 1024, 65535
@@ -225,14 +224,6 @@ def _check_file_repo(path: str, policy: RepoPolicy) -> str | None:
     return None
 
 
-def memory_bytes(size: str) -> int:
-    """Bytes of a Docker memory size (``512m``, ``1g``, ``1048576``)."""
-    unit = size[-1].lower()
-    if unit in MEMORY_UNITS:
-        return int(size[:-1]) * MEMORY_UNITS[unit]
-    return int(size)
-
-
 def _check_resources(body: Any, fields: dict[str, str]) -> Resources:
     """The ``resources`` object (its structure is the schema's; the ranges are judged here)."""
     if not isinstance(body, dict):
@@ -240,11 +231,8 @@ def _check_resources(body: Any, fields: dict[str, str]) -> Resources:
     memory = body.get("memory")
     cpus = _real(body.get("cpus"))
     pids = _real(body.get("pids"))
-    if "resources.memory" not in fields and isinstance(memory, str):
-        if not MEMORY_RE.fullmatch(memory):
-            fields["resources.memory"] = "must be a size such as 256m or 1g (a number and b, k, m or g)"
-        elif memory_bytes(memory) < MEMORY_MIN:
-            fields["resources.memory"] = "must be at least 6m"
+    if "resources.memory" not in fields and isinstance(memory, str) and not MEMORY_RE.fullmatch(memory):
+        fields["resources.memory"] = "must be a size in m or g such as 256m or 1g, at least 6m"
     if "resources.cpus" not in fields and cpus is not None and not 0 < cpus <= schemas.CPUS_MAX:
         fields["resources.cpus"] = f"must be more than 0 and at most {schemas.CPUS_MAX}"
     if "resources.pids" not in fields and pids is not None:

@@ -120,8 +120,9 @@ def test_deploy_lifecycle(api: Api, runner: FakeRunner) -> None:
     assert status["health"]["attempts"] == [{"code": 200, "latency_ms": 1.5}]
     assert set(status) == {
         "name", "state", "repo", "ref", "commit", "port", "container_port", "health_path", "url",
-        "created_at", "updated_at", "last_deploy", "health",
+        "created_at", "updated_at", "last_deploy", "health", "resources",
     }  # fmt: skip
+    assert status["resources"] == {"memory": "512m", "cpus": 1.0, "pids": 512}
     assert api("GET", "/apps").json() == {"apps": [status]}
     assert runner.calls[0].extravars["app_env"] == {"SECRET": SECRET}
     assert SECRET not in (api.tmp_path / "paas.json").read_text()

@@ -428,6 +428,8 @@ def test_resources_default_to_the_server_and_are_validated() -> None:
         ({"memory": "5m"}, "resources.memory"),
         ({"memory": 512}, "resources.memory"),
         ({"memory": "0"}, "resources.memory"),
+        ({"memory": "1048576"}, "resources.memory"),
+        ({"memory": "512k"}, "resources.memory"),
         ({"cpus": 0}, "resources.cpus"),
         ({"cpus": 65}, "resources.cpus"),
         ({"cpus": "1"}, "resources.cpus"),
