@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 paas=$repo/.venv/bin/paas
 export PAAS_URL=${PAAS_URL:-http://127.0.0.1:8000}
+# The demo app is cloned from this checkout (file://): the server allows file:// repositories under it
+# only. A server started without these refuses the deploy (400 naming repo).
+export PAAS_ALLOW_FILE_REPOS=${PAAS_ALLOW_FILE_REPOS:-1}
+export PAAS_FILE_REPO_ROOTS=${PAAS_FILE_REPO_ROOTS:-$repo}
 data=${PAAS_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/paas}
 log=$data/server.log
 pidfile=$data/server.pid
