@@ -254,6 +254,9 @@ def serve(host: str, port: int, log_level: str) -> None:
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable; repeatable.")
 @click.option("--health-path", help="Path probed for health (default /).")
 @click.option("--context", help="Directory of the repository holding the Dockerfile (default .).")
+@click.option("--memory", help="Memory limit of the container, e.g. 256m or 1g (default: the server's).")
+@click.option("--cpus", type=float, help="CPU limit of the container, e.g. 0.5 (default: the server's).")
+@click.option("--pids", type=int, help="Process limit of the container (default: the server's).")
 @click.option(
     "--wait", is_flag=True, help="Show each task as it happens; exit non-zero when the deploy fails."
 )
@@ -269,6 +272,9 @@ def deploy(
     env: tuple[str, ...],
     health_path: str | None,
     context: str | None,
+    memory: str | None,
+    cpus: float | None,
+    pids: int | None,
     wait: bool,
     as_json: bool,
 ) -> None:
@@ -282,6 +288,9 @@ def deploy(
         body["health_path"] = health_path
     if context is not None:
         body["context"] = context
+    resources = {k: v for k, v in (("memory", memory), ("cpus", cpus), ("pids", pids)) if v is not None}
+    if resources:
+        body["resources"] = resources
     client = _client(ctx)
     answer = client.call("POST", "/apps/deploy", body)
     _submitted(client, answer, f"deploying {name}", wait, as_json)

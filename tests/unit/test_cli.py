@@ -99,6 +99,20 @@ def test_deploy_wait_shows_tasks_then_apps_status_and_destroy(server: tuple[str,
     assert "no app named 'web' (404)" in gone.output
 
 
+def test_deploy_with_resources(server: tuple[str, FakeRunner, Path]) -> None:
+    url, runner, _ = server
+    result = paas(
+        url, *deploy_args("lim", 18090), "--memory", "256m", "--cpus", "0.5", "--pids", "64", "--wait"
+    )
+    assert result.exit_code == 0, result.output
+    sent = runner.calls[-1].extravars
+    assert (sent["app_memory"], sent["app_cpus"], sent["app_pids"]) == ("256m", 0.5, 64)
+    status = json.loads(paas(url, "status", "lim", "--json").output)
+    assert status["resources"] == {"memory": "256m", "cpus": 0.5, "pids": 64}
+    bad = paas(url, *deploy_args("lim", 18090), "--memory", "1k")
+    assert bad.exit_code == 1 and "resources.memory" in bad.output
+
+
 def test_a_failed_deploy_exits_non_zero_with_the_step(server: tuple[str, FakeRunner, Path]) -> None:
     url, runner, _ = server
     runner.fail_deploy["web"] = ("build", "The command '/bin/sh -c false' returned a non-zero code: 1")
