@@ -18,10 +18,23 @@ How the first SSH host key is learned, per environment (there is never trust on 
 - ``local``: no SSH at all (``ansible_connection: local``).
 - ``ssh``: the request must carry ``variables.host_key`` (the server's public host key); without it the
   request is refused (400). It is pinned before the first connection.
-- ``aws``: the server generates an ed25519 host key pair before the first apply
+- ``aws``: the server generates an ed25519 *bootstrap* host key pair before the first apply
   (``<data>/terraform/aws/ssh_host_ed25519_key``, mode 0600, reused by later provisions, deleted by a
   successful destroy) and passes it as ``ssh_host_key``; cloud-init installs it as the instance's only
-  host key, so the key is pinned before the instance exists.
+  host key at its first boot, so the key is pinned before the instance exists.
+
+The bootstrap key does not stay: its private half sits in the instance's user data (readable through
+the metadata service on the instance) and in the server's data dir. For ``aws`` (:data:`ROTATING`)
+host.yml runs with ``sshd_host_key_rotate: true`` (elsewhere ``false``): over the connection verified
+with the bootstrap key, role ``sshd_host_key`` generates an ed25519 key on the host, points sshd at it,
+reloads sshd (open connections stay up) and reports its public half (fact ``sshd_host_key_report``).
+The host step's ``after`` pins that key in ``known_hosts/aws`` in place of the bootstrap key, even when
+host.yml failed later; a host.yml that succeeded without reporting one fails the job. The key is also
+recorded, so the known_hosts step of later provisions pins it instead of the bootstrap key the outputs
+report, for as long as the instance is the same (see :mod:`paas.host_keys`): the bootstrap key is
+refused from then on. cloud-init installs user data at an instance's first boot only (and Terraform
+ignores changes to it), so a re-provision never brings the bootstrap key back; a replaced instance boots
+with it, is pinned with it, and host.yml replaces it again.
 """
 
 from __future__ import annotations
@@ -35,13 +48,17 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from paas import host_keys
 from paas import terraform as tf
 from paas.config import Settings
 from paas.store import write_atomically
+
+if TYPE_CHECKING:
+    from paas.runner import PlaybookResult
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +69,10 @@ INIT_TIMEOUT = 600.0
 READ_TIMEOUT = 120.0
 # Variables the server sets itself, per environment (a request must not).
 SERVER_VARIABLES = {"aws": ("ssh_host_key",)}
+# Environments whose bootstrap host key host.yml replaces with one made on the host (role sshd_host_key).
+ROTATING = frozenset({"aws"})
+ROTATE_VARIABLE = "sshd_host_key_rotate"
+ROTATED_KEY_FACT = "sshd_host_key_report"
 
 
 class StepError(Exception):
@@ -60,7 +81,12 @@ class StepError(Exception):
 
 @dataclass(frozen=True)
 class PlaybookStep:
-    """Run a playbook of the repository (against ``inventory``, default the server's)."""
+    """Run a playbook of the repository (against ``inventory``, default the server's).
+
+    ``after`` gets the result (its ``capture_facts`` among them) whether the playbook succeeded or
+    not; it may raise :class:`StepError` (then the step fails with that message) and returns the task
+    of an event to record (None: none).
+    """
 
     playbook: str
     description: str
@@ -70,6 +96,8 @@ class PlaybookStep:
     env: Mapping[str, str] = field(default_factory=dict)
     # The job's failed_step when this step fails.
     name: str = "host"
+    capture_facts: tuple[str, ...] = ()
+    after: Callable[[PlaybookResult], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +182,11 @@ class TerraformEnvironment:
     def inventory_env(self) -> dict[str, str]:
         return tf.inventory_env(self.workspace, self.settings.terraform)
 
+    @property
+    def rotates_host_keys(self) -> bool:
+        """Whether host.yml replaces the hosts' bootstrap keys with keys made on them."""
+        return self.name in ROTATING
+
     def declared_variables(self) -> frozenset[str]:
         return tf.declared_variables(self.workspace.module_dir)
 
@@ -233,12 +266,14 @@ class TerraformEnvironment:
         return path.read_text(encoding="utf-8"), public_path.read_text(encoding="utf-8").strip()
 
     def forget_host_keys(self) -> None:
-        """After a destroy: the pinned keys and the generated host key pair are of hosts that are gone."""
+        """After a destroy: the pinned keys, the generated host key pair and the keys made on the hosts
+        are of hosts that are gone."""
         ws = self.workspace
         for path in (
             ws.known_hosts_path,
             ws.host_key_path,
             ws.host_key_path.with_name("ssh_host_ed25519_key.pub"),
+            ws.rotated_host_keys_path,
         ):
             path.unlink(missing_ok=True)
 
@@ -267,6 +302,8 @@ class Session:
         self.redact = redact
         self.hosts: list[dict[str, Any]] = []
         self.outputs: dict[str, Any] = {}
+        # The host keys the outputs report (for aws: the bootstrap keys), by host name.
+        self._reported_keys: dict[str, str] = {}
         self._tf = terraform
         self._env = dict(env)
         self._var_file = var_file
@@ -308,14 +345,22 @@ class Session:
                 capture=True,
                 after=self._pin_host_keys,
             ),
-            PlaybookStep(
-                HOST_PLAYBOOK,
-                "prepare the hosts: Docker, nginx, git, directories",
-                inventory=env.inventory,
-                env=env.inventory_env(),
-                name="host",
-            ),
+            self._host_step(),
         ]
+
+    def _host_step(self) -> PlaybookStep:
+        env, rotate = self.environment, self.environment.rotates_host_keys
+        return PlaybookStep(
+            HOST_PLAYBOOK,
+            "prepare the hosts: Docker, nginx, git, directories"
+            + (", a host key made there" if rotate else ""),
+            extravars={ROTATE_VARIABLE: rotate},
+            inventory=env.inventory,
+            env=env.inventory_env(),
+            name="host",
+            capture_facts=(ROTATED_KEY_FACT,) if rotate else (),
+            after=self._pin_rotated_key if rotate else None,
+        )
 
     def destroy_steps(self) -> list[Step]:
         ws, tf_path = self.environment.workspace, self._tf
@@ -335,6 +380,7 @@ class Session:
             self.hosts, self.outputs = tf.read_outputs(stdout)
         except tf.TerraformError as exc:
             raise StepError(str(exc)) from None
+        self._reported_keys = {str(h["name"]): str(h.get("host_key") or "") for h in self.hosts}
         names = ", ".join(str(h["name"]) for h in self.hosts) or "none"
         return f"terraform output: hosts {names}"
 
@@ -350,10 +396,44 @@ class Session:
                 f"no host key to pin for {', '.join(unpinned)}: the environment's hosts must report "
                 "their host key (see terraform/<env>/README.md, host key pinning)"
             )
+        rotated = self._keep_rotated_keys(lines) if self.environment.rotates_host_keys else []
         path = self.environment.workspace.known_hosts_path
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomically(path, "".join(f"{line}\n" for line in lines))
-        return f"Pin the SSH host keys: {len(lines)} key(s) in known_hosts/{self.environment.name}"
+        made = f" ({', '.join(rotated)}: the key made on the host)" if rotated else ""
+        return f"Pin the SSH host keys: {len(lines)} key(s) in known_hosts/{self.environment.name}{made}"
+
+    def _instance_id(self) -> str | None:
+        value = self.outputs.get("instance_id")
+        return value if isinstance(value, str) else None
+
+    def _keep_rotated_keys(self, lines: list[str]) -> list[str]:
+        """Pin the keys made on the hosts (where they still apply) instead of the bootstrap keys."""
+        path = self.environment.workspace.rotated_host_keys_path
+        return host_keys.keep_rotated(lines, self.hosts, self._instance_id(), path)
+
+    def _pin_rotated_key(self, result: PlaybookResult) -> str | None:
+        """After host.yml (aws): pin the key the host reported it made, in place of the one pinned."""
+        report = result.facts.get(ROTATED_KEY_FACT)
+        if report is None:
+            if result.ok:
+                raise StepError(
+                    f"{HOST_PLAYBOOK} reported no host key made on the host ({ROTATED_KEY_FACT}): the "
+                    "bootstrap key stays pinned"
+                )
+            return None  # the play stopped before the key was replaced: the pinned one is still served
+        ws = self.environment.workspace
+        try:
+            return host_keys.pin_reported(
+                report,
+                hosts=self.hosts,
+                reported=self._reported_keys,
+                instance_id=self._instance_id(),
+                known_hosts=ws.known_hosts_path,
+                records=ws.rotated_host_keys_path,
+            )
+        except ValueError as exc:
+            raise StepError(f"{HOST_PLAYBOOK} reported a host key that cannot be pinned: {exc}") from None
 
     def _destroyed(self, stdout: str) -> None:
         self.environment.forget_host_keys()

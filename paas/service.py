@@ -668,10 +668,21 @@ class Service:
                     number=number,
                     inventory=step.inventory,
                     env=step.env,
+                    capture_facts=step.capture_facts,
                 )
                 number += 1
                 failure = None
-                if not result.ok:
+                if step.after is not None:
+                    # Whatever the playbook's outcome: it may have changed the hosts (e.g. a host key).
+                    try:
+                        task, outcome = step.after(result), "ok"
+                    except (StepError, OSError) as exc:
+                        task, outcome = step.description, "failed"
+                        message = redact(f"{step.description}: {exc}")
+                        failure = StepFailure(JobStatus.FAILED, step.name, message)
+                    if task is not None:
+                        ctx.record(TaskEvent(at=now(), task=redact(task), host=CONTROLLER, result=outcome))
+                if failure is None and not result.ok:
                     canceled = result.status is RunStatus.CANCELED and ctx.canceled
                     failure = StepFailure(
                         JobStatus.CANCELED if canceled else JobStatus.FAILED,
@@ -826,6 +837,7 @@ class Service:
         number: int = 0,
         inventory: Path | None = None,
         env: Mapping[str, str] | None = None,
+        capture_facts: tuple[str, ...] = (),
     ) -> PlaybookResult:
         """Run a playbook of a job: against ``inventory`` (with ``env``) when given, else against the
         current environment's hosts (an app playbook)."""
@@ -835,6 +847,7 @@ class Service:
             extravars=extravars,
             inventory=inventory,
             env=dict(env or {}),
+            capture_facts=capture_facts,
         )
         if inventory is not None:
             return self.runner.run(request, on_event=ctx.record, should_cancel=ctx.should_stop)

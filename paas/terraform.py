@@ -105,6 +105,11 @@ class Workspace:
         return self.root / "ssh_host_ed25519_key"
 
     @property
+    def rotated_host_keys_path(self) -> Path:
+        """The host keys made on the hosts that replace the bootstrap keys (see :mod:`paas.host_keys`)."""
+        return self.root / "rotated_host_keys.json"
+
+    @property
     def known_hosts_path(self) -> Path:
         return self.data_dir / "known_hosts" / self.environment
 

@@ -16,6 +16,7 @@ import pytest
 from paas.api import Application, create_app
 from paas.config import REPO_ROOT, Settings
 from paas.runner import PlaybookRequest, PlaybookResult, RunStatus
+from paas.terraform import generate_host_key
 from paas.testing import FakeExecutor, FakeRunner, Reply, call_wsgi
 
 TOKEN = "infra-unit-test-token-0123456789"
@@ -296,6 +297,7 @@ def test_cancel_stops_a_running_terraform(api: Api) -> None:
 
 
 def test_aws_host_key_is_generated_once_and_never_shown(api: Api) -> None:
+    rotate_on_host(api, generate_host_key("paas-aws")[1])
     job = api.provision("aws", admin_cidr="203.0.113.7/32", public_key_path="/home/ops/.ssh/id_ed25519.pub")
     assert job["status"] == "succeeded", job
     key_file = api.data_dir / "terraform" / "aws" / "ssh_host_ed25519_key"
@@ -305,15 +307,180 @@ def test_aws_host_key_is_generated_once_and_never_shown(api: Api) -> None:
     assert key_file.stat().st_mode & 0o777 == 0o600
     (seen,) = api.executor.seen_variables
     assert seen.values["ssh_host_key"] == {"private_key": private, "public_key": " ".join(public)}
-    assert (api.data_dir / "known_hosts" / "aws").read_text() == f"198.51.100.7 {public[0]} {public[1]}\n"
     assert private not in api.database() and private.splitlines()[1] not in json.dumps(job)
     # Provisioning again reuses the key (the host must keep the one pinned).
     assert api.provision("aws", public_key_path="/home/ops/.ssh/id_ed25519.pub")["status"] == "succeeded"
     assert api.executor.seen_variables[1].values["ssh_host_key"]["private_key"] == private
     assert api.executor.seen_variables[1].values["admin_cidr"] == "203.0.113.7/32"
-    # The destroy forgets it: a new host gets a new key.
+    # The destroy forgets it (and the key made on the host): a new host gets a new key.
     assert api.run("POST", "/infra/destroy", {})["status"] == "succeeded"
     assert not key_file.exists() and not (api.data_dir / "known_hosts" / "aws").exists()
+    assert not (api.data_dir / "terraform" / "aws" / "rotated_host_keys.json").exists()
+
+
+def rotate_on_host(api: Api, key: str, **result: Any) -> list[str]:
+    """host.yml plays role sshd_host_key: it reports ``key`` as made on the host. Returns what
+    known_hosts/aws held each time host.yml ran (the key its connection was verified with)."""
+    seen: list[str] = []
+
+    def host_yml(request: PlaybookRequest) -> PlaybookResult:
+        seen.append((api.data_dir / "known_hosts" / "aws").read_text())
+        report = {"host": "paas-aws", "public_key": key}
+        return PlaybookResult(**({"status": RunStatus.SUCCEEDED, "rc": 0} | result), facts={ROTATED: report})
+
+    api.runner.handlers["playbooks/host.yml"] = host_yml
+    return seen
+
+
+ROTATED = "sshd_host_key_report"
+AWS_VARIABLES = {"admin_cidr": "203.0.113.7/32", "public_key_path": "/home/ops/.ssh/id_ed25519.pub"}
+
+
+def bootstrap_key(api: Api) -> str:
+    return " ".join((api.data_dir / "terraform" / "aws" / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+
+
+def test_aws_host_yml_replaces_the_bootstrap_key_and_the_server_pins_the_new_one(api: Api) -> None:
+    made = generate_host_key("made-on-the-host")[1]
+    new = " ".join(made.split()[:2])
+    seen = rotate_on_host(api, made)
+    known_hosts = api.data_dir / "known_hosts" / "aws"
+    records = api.data_dir / "terraform" / "aws" / "rotated_host_keys.json"
+
+    job = api.provision("aws", **AWS_VARIABLES)
+
+    assert job["status"] == "succeeded", job
+    # host.yml connected with the bootstrap key pinned, and was asked to replace it.
+    assert seen == [f"198.51.100.7 {bootstrap_key(api)}\n"]
+    host = api.runner.calls[-1]
+    assert host.extravars == {"sshd_host_key_rotate": True}
+    assert host.capture_facts == (ROTATED,)
+    # The key the host reported is the only one pinned now.
+    assert known_hosts.read_text() == f"198.51.100.7 {new}\n"
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    assert json.loads(records.read_text()) == {
+        "paas-aws": {"host_key": new, "replaces": bootstrap_key(api), "instance_id": None}
+    }
+    assert records.stat().st_mode & 0o777 == 0o600
+    assert [e for e in job["events"] if e["task"].startswith("Pin the host key made on paas-aws: SHA256:")]
+    assert api("GET", "/infra").json()["hosts"][0]["host_key"] == new
+
+    # Provisioning again: the outputs still report the bootstrap key, the new key stays pinned, and
+    # host.yml connects with it (the host keeps its key: it reports the same).
+    job = api.provision("aws", public_key_path="/home/ops/.ssh/id_ed25519.pub")
+
+    assert job["status"] == "succeeded", job
+    assert seen[-1] == f"198.51.100.7 {new}\n"
+    assert known_hosts.read_text() == f"198.51.100.7 {new}\n"
+    tasks = [e["task"] for e in job["events"]]
+    assert "Pin the SSH host keys: 1 key(s) in known_hosts/aws (paas-aws: the key made on the host)" in tasks
+    assert any(t.endswith("(pinned already)") for t in tasks), tasks
+
+
+def test_a_replaced_instance_gets_the_bootstrap_key_pinned_then_replaced_again(api: Api) -> None:
+    first, second = (" ".join(generate_host_key("h")[1].split()[:2]) for _ in range(2))
+    fake_outputs = api.executor.outputs
+    instance = {"id": "i-0000000000000000a"}
+
+    def outputs(environment: str) -> dict[str, Any]:
+        found = fake_outputs(environment)
+        return found | {"instance_id": {"sensitive": False, "type": "string", "value": instance["id"]}}
+
+    api.executor.outputs = outputs  # type: ignore[method-assign]
+    rotate_on_host(api, first)
+    assert api.provision("aws", **AWS_VARIABLES)["status"] == "succeeded"
+    records = json.loads((api.data_dir / "terraform" / "aws" / "rotated_host_keys.json").read_text())
+    assert records["paas-aws"]["instance_id"] == "i-0000000000000000a"
+
+    # Terraform replaced the instance: it booted with the bootstrap key, which is pinned for host.yml.
+    instance["id"] = "i-0000000000000000b"
+    seen = rotate_on_host(api, second)
+    job = api.provision("aws", public_key_path="/home/ops/.ssh/id_ed25519.pub")
+
+    assert job["status"] == "succeeded", job
+    assert seen == [f"198.51.100.7 {bootstrap_key(api)}\n"]
+    assert (api.data_dir / "known_hosts" / "aws").read_text() == f"198.51.100.7 {second}\n"
+    records = json.loads((api.data_dir / "terraform" / "aws" / "rotated_host_keys.json").read_text())
+    assert records == {
+        "paas-aws": {"host_key": second, "replaces": bootstrap_key(api), "instance_id": "i-0000000000000000b"}
+    }
+
+
+def test_a_key_made_before_host_yml_failed_is_pinned_all_the_same(api: Api) -> None:
+    made = " ".join(generate_host_key("h")[1].split()[:2])
+    rotate_on_host(api, made, status=RunStatus.FAILED, rc=2, message="the last task failed")
+
+    job = api.provision("aws", **AWS_VARIABLES)
+
+    assert job["status"] == "failed" and job["failed_step"] == "host", job
+    assert job["message"] == "the last task failed"
+    assert (api.data_dir / "known_hosts" / "aws").read_text() == f"198.51.100.7 {made}\n"
+
+
+def test_host_yml_failing_before_the_key_is_replaced_keeps_the_bootstrap_key(api: Api) -> None:
+    api.runner.handlers["playbooks/host.yml"] = lambda request: PlaybookResult(
+        RunStatus.FAILED, rc=2, message="apt failed"
+    )
+
+    job = api.provision("aws", **AWS_VARIABLES)
+
+    assert job["status"] == "failed" and job["failed_step"] == "host" and job["message"] == "apt failed"
+    assert (api.data_dir / "known_hosts" / "aws").read_text() == f"198.51.100.7 {bootstrap_key(api)}\n"
+    assert not (api.data_dir / "terraform" / "aws" / "rotated_host_keys.json").exists()
+
+
+def test_host_yml_that_reports_no_key_fails_the_provision(api: Api) -> None:
+    job = api.provision("aws", **AWS_VARIABLES)  # the fake host.yml succeeds and reports nothing
+
+    assert job["status"] == "failed" and job["failed_step"] == "host", job
+    assert "reported no host key made on the host (sshd_host_key_report)" in job["message"]
+    assert (api.data_dir / "known_hosts" / "aws").read_text() == f"198.51.100.7 {bootstrap_key(api)}\n"
+
+
+@pytest.mark.parametrize(
+    ("report", "reason"),
+    [
+        ({"host": "paas-aws", "public_key": f"{HOST_KEY}\n* {HOST_KEY}"}, "not one line of text"),
+        (
+            {"host": "paas-aws", "public_key": "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7"},
+            "not an 'ssh-ed25519",
+        ),
+        ({"host": "paas-aws", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA=="}, "not an ed25519"),
+        ({"host": "other-host", "public_key": HOST_KEY}, "'other-host' is not an ssh host with a pinned key"),
+        ("ssh-ed25519 AAAA", "the report is not {host, public_key}"),
+    ],
+)
+def test_an_unusable_reported_key_is_never_pinned(api: Api, report: Any, reason: str) -> None:
+    api.runner.handlers["playbooks/host.yml"] = lambda request: PlaybookResult(
+        RunStatus.SUCCEEDED, rc=0, facts={ROTATED: report}
+    )
+
+    job = api.provision("aws", **AWS_VARIABLES)
+
+    assert job["status"] == "failed" and job["failed_step"] == "host", job
+    assert job["message"].startswith("prepare the hosts: Docker, nginx, git, directories, a host key made")
+    assert reason in job["message"]
+    assert (api.data_dir / "known_hosts" / "aws").read_text() == f"198.51.100.7 {bootstrap_key(api)}\n"
+
+
+@pytest.mark.parametrize(("environment", "variables"), [("local", {}), ("ssh", SSH_VARIABLES)])
+def test_other_environments_keep_their_host_keys(
+    api: Api, environment: str, variables: dict[str, Any]
+) -> None:
+    # Even a host that reported a key made on it: the server asked for none and pins none.
+    made = " ".join(generate_host_key("h")[1].split()[:2])
+    api.runner.handlers["playbooks/host.yml"] = lambda request: PlaybookResult(
+        RunStatus.SUCCEEDED, rc=0, facts={ROTATED: {"host": "paas-ssh", "public_key": made}}
+    )
+
+    assert api.provision(environment, **variables)["status"] == "succeeded"
+
+    host = api.runner.calls[-1]
+    assert host.playbook == "playbooks/host.yml"
+    assert host.extravars == {"sshd_host_key_rotate": False} and host.capture_facts == ()
+    if environment == "ssh":
+        assert (api.data_dir / "known_hosts" / "ssh").read_text() == f"[192.0.2.10]:2222 {HOST_KEY}\n"
+    assert not list((api.data_dir / "terraform").glob("*/rotated_host_keys.json"))
 
 
 # ---- 400 ----
