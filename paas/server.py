@@ -22,7 +22,6 @@ import signal
 import stat
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -41,13 +40,15 @@ WAITRESS_BODY_LIMIT = 1024 * 1024
 CLEANUP_INTERVAL = 1
 
 
-def private_data_dir(path: Path) -> None:
-    """Create the data dir with mode 0700, or tighten it to 0700 when the group or others may enter it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        path.chmod(0o700)
-        log.warning("data dir %s was mode %04o: tightened to 0700", path, mode)
+def private_data_dir(settings: Settings) -> None:
+    """Create the data dir (and its job artifacts dir) with mode 0700, or tighten them to 0700 when the
+    group or others may enter them."""
+    for path in (settings.data_dir, settings.artifacts_dir):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            path.chmod(0o700)
+            log.warning("%s was mode %04o: tightened to 0700", path, mode)
 
 
 class _StopRequested(SystemExit):
@@ -57,7 +58,7 @@ class _StopRequested(SystemExit):
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:
     """Serve the API on ``host:port`` until SIGTERM or SIGINT."""
     settings = settings or load_settings()
-    private_data_dir(settings.data_dir)
+    private_data_dir(settings)
     token, created = ensure_token(settings)
     if created:
         # The path only: the token itself is never printed (logs are read by more people than the

@@ -102,7 +102,7 @@ def test_the_data_dir_is_created_private(tmp_path: Path, created: dict[str, Any]
         server.serve(settings=settings_for(data))
     finally:
         os.umask(previous)
-    assert mode(data) == 0o700
+    assert mode(data) == 0o700 and mode(data / "artifacts") == 0o700
     # Nothing the server wrote at start is readable by the group or others.
     for path in [data, *data.rglob("*")]:
         assert mode(path) & 0o077 == 0, f"{path} is mode {mode(path):04o}"
@@ -112,8 +112,9 @@ def test_a_looser_data_dir_is_tightened(
     tmp_path: Path, created: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     data = tmp_path / "data"
-    data.mkdir()
-    data.chmod(0o755)
+    (data / "artifacts").mkdir(parents=True)
+    for path in (data, data / "artifacts"):
+        path.chmod(0o755)
     server.serve(settings=settings_for(data, PAAS_API_TOKEN="t" * 20))
-    assert mode(data) == 0o700
-    assert "tightened to 0700" in caplog.text
+    assert mode(data) == 0o700 and mode(data / "artifacts") == 0o700
+    assert f"{data} was mode 0755: tightened to 0700" in caplog.text
