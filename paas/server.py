@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import signal
 import stat
 import sys
@@ -38,6 +39,9 @@ WAITRESS_BODY_LIMIT = 1024 * 1024
 # Seconds between two passes of waitress over its connections to close those idle past the timeout
 # (waitress's default, 30, would keep them up to 30 s longer than PAAS_HTTP_TIMEOUT).
 CLEANUP_INTERVAL = 1
+# File descriptors kept for the server's own use beside its connections (database, artifacts, pipes
+# and ptys of running jobs, logs).
+FILES_RESERVED = 256
 
 
 def private_data_dir(settings: Settings) -> None:
@@ -49,6 +53,32 @@ def private_data_dir(settings: Settings) -> None:
         if mode & 0o077:
             path.chmod(0o700)
             log.warning("%s was mode %04o: tightened to 0700", path, mode)
+
+
+def fit_open_files(connections: int) -> int:
+    """Raise the soft limit of open files so that ``connections`` sockets fit beside the server's own
+    files (up to the hard limit); returns the number of connections that fit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + FILES_RESERVED
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return connections
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            log.warning("cannot raise the limit of open files from %d to %d", soft, raised)
+    if soft >= wanted:
+        return connections
+    fit = max(1, soft - FILES_RESERVED)
+    log.warning(
+        "open files are limited to %d (ulimit -n): at most %d connections, not %d (PAAS_HTTP_CONNECTIONS)",
+        soft,
+        fit,
+        connections,
+    )
+    return fit
 
 
 class _StopRequested(SystemExit):
@@ -95,9 +125,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
             ident="paas",
             # waitress refuses a body of this size or more: a body of exactly 1 MiB passes.
             max_request_body_size=WAITRESS_BODY_LIMIT + 1,
-            connection_limit=settings.http_connections,
+            connection_limit=fit_open_files(settings.http_connections),
             channel_timeout=max(1, math.ceil(settings.http_timeout)),
             cleanup_interval=CLEANUP_INTERVAL,
+            # poll(), not select(): select() fails on descriptors over 1023, which 1000 connections
+            # reach, and that ends waitress's loop (the server) at once.
+            asyncore_use_poll=True,
             clear_untrusted_proxy_headers=True,
         )
         log.info("serving on http://%s:%s (data dir %s)", host, server.effective_port, settings.data_dir)

@@ -5,6 +5,7 @@ read, and a generated token never shows in the server's output. No Docker needed
 from __future__ import annotations
 
 import contextlib
+import resource
 import select
 import socket
 import stat
@@ -19,6 +20,7 @@ from api_fixtures import Server
 pytestmark = pytest.mark.integration
 
 IDLE_CONNECTIONS = 150  # more than waitress's default connection_limit (100)
+MANY_CONNECTIONS = 1100  # descriptors past 1023: what select() cannot watch
 LIMIT_MESSAGE = "reached the connection limit"
 
 
@@ -95,6 +97,28 @@ def test_idle_connections_do_not_lock_others_out(tmp_path: Path) -> None:
         idle[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_head(idle[-1], 2).startswith(b"HTTP/1.1 200")
     assert LIMIT_MESSAGE not in server.log()
+
+
+def test_connections_past_descriptor_1023_are_served(tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MANY_CONNECTIONS + 100
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"the hard limit of open files ({hard}) is below {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    try:
+        env = {"PAAS_HTTP_CONNECTIONS": "1500"}
+        with (
+            running(Server(tmp_path / "data", env=env)) as server,
+            idle_connections(server.port, MANY_CONNECTIONS) as idle,
+        ):
+            status, seconds = timed_get(server)
+            assert status == 200 and seconds < 2, seconds
+            idle[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert read_head(idle[-1], 2).startswith(b"HTTP/1.1 200")
+        assert "Traceback" not in server.log()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_at_the_connection_limit_idle_connections_are_closed_after_the_timeout(tmp_path: Path) -> None:

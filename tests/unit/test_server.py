@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,32 @@ def test_waitress_gets_the_connection_limit_timeout_and_body_limit(
     assert created["cleanup_interval"] == 1  # idle connections closed about when their time is up
     # waitress refuses a body of max_request_body_size bytes or more: exactly 1 MiB passes.
     assert created["max_request_body_size"] == 1024 * 1024 + 1
+    assert created["asyncore_use_poll"] is True  # select() fails past descriptor 1023
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "raised_to", "fit"),
+    [
+        (1024, 4096, 1256, 1000),  # raised: the connections fit
+        (1024, 1024, None, 768),  # the hard limit is too low: fewer connections
+        (4096, 4096, None, 1000),  # enough already
+        (resource.RLIM_INFINITY, resource.RLIM_INFINITY, None, 1000),
+    ],
+)
+def test_the_open_files_limit_fits_the_connections(
+    monkeypatch: pytest.MonkeyPatch, soft: int, hard: int, raised_to: int | None, fit: int
+) -> None:
+    raised: list[int] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (soft, hard))
+
+    def setrlimit(which: int, limits: tuple[int, int]) -> None:
+        if limits[0] > hard:
+            raise ValueError("over the hard limit")
+        raised.append(limits[0])
+
+    monkeypatch.setattr(resource, "setrlimit", setrlimit)
+    assert server.fit_open_files(1000) == fit
+    assert raised == ([raised_to] if raised_to else [])
 
 
 def test_defaults_are_above_waitress_defaults(tmp_path: Path, created: dict[str, Any]) -> None:
