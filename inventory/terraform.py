@@ -18,9 +18,14 @@ Environment:
     PAAS_TERRAFORM         the terraform executable (default: `terraform` on PATH)
 
 SSH hosts are pinned to <data>/known_hosts/<env> (StrictHostKeyChecking=yes) when that file exists;
-host key checking is never turned off. An SSH user other than root gets `ansible_become: true` (the
-roles need root). `python_interpreter` (optional in the contract: "" when absent) becomes
-`ansible_python_interpreter` of an SSH host; a local host always runs the controller's Python.
+host key checking is never turned off. --known-hosts prints the keys the outputs report; for aws that is
+the bootstrap key, which playbooks/host.yml replaces with a key made on the host: the Mini PaaS server
+then pins that key instead (it keeps a record of it, see paas/host_keys.py), so do not overwrite a
+known_hosts file with this output once the key was replaced.
+
+An SSH user other than root gets `ansible_become: true` (the roles need root). `python_interpreter`
+(optional in the contract: "" when absent) becomes `ansible_python_interpreter` of an SSH host; a
+local host always runs the controller's Python.
 Values become Ansible variables, which Ansible templates: none may hold a Jinja delimiter.
 Standard library only.
 """

@@ -1,6 +1,7 @@
 # One EC2 host for the platform: an official Debian or Ubuntu AMI, SSH open to the admin network
-# only, app ports open to app_cidrs, IMDSv2 only, an encrypted root volume. Ansible's host role
-# installs everything else; user data only pins the SSH host key and makes sure python3 is there.
+# only, app ports open to app_cidrs, IMDSv2 only, an encrypted root volume. Ansible's host roles
+# install everything else; user data only installs the bootstrap SSH host key and makes sure python3
+# is there (playbooks/host.yml replaces that key with one made on the host, see README.md).
 
 provider "aws" {
   region = var.region
@@ -45,8 +46,10 @@ locals {
     }
   }
 
-  # cloud-init writes the given host key instead of generating keys, so the key the controller
-  # pinned is the only one sshd ever serves. The key reaches the host through user data.
+  # cloud-init writes the given (bootstrap) host key instead of generating keys, so the key the
+  # controller pinned is the only one sshd serves until host.yml replaces it with a key made on the
+  # host. The key reaches the host through user data, which cloud-init's ssh module applies once per
+  # instance (first boot): reboots and later applies never reinstall it over the replacement.
   cloud_config = merge(
     {
       packages   = ["python3"]
@@ -185,7 +188,8 @@ resource "aws_instance" "this" {
 
   lifecycle {
     # A newer AMI must not silently replace a running host: replace it deliberately with
-    # `terraform apply -replace=aws_instance.this`. The same holds for user data, read at first boot only.
+    # `terraform apply -replace=aws_instance.this`. The same holds for user data, which cloud-init
+    # applies at an instance's first boot only.
     ignore_changes = [ami, user_data]
   }
 }
