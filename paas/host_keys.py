@@ -15,6 +15,10 @@ and pins the new key instead of the bootstrap one after every later apply, for a
 applies: the outputs still report the same bootstrap key for that host and the same ``instance_id``. A
 replaced instance boots with the bootstrap key again (cloud-init installs it at its first boot), so its
 record no longer applies: the bootstrap key is pinned, and host.yml replaces it again.
+
+One host per environment rotates (aws has one): the runner keeps one value per captured fact name.
+The report is checked before anything is written: one ``ssh-ed25519`` key of the right length on one
+line, for a known ssh host, so a host cannot add lines (other hosts, wildcards) to known_hosts.
 """
 
 from __future__ import annotations
