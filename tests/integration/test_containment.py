@@ -1,0 +1,220 @@
+"""Apps are contained (issue 7, items 2 and 6) through plain ansible-playbook: real git, dockerd, nginx.
+
+Limits and no-new-privileges in ``docker inspect``, one network per app (app A cannot reach app B's
+container port), a context or Dockerfile symlinked out of the checkout refused before dockerd sees a
+build, and a hung build stopped at ``app_build_timeout`` with nothing of it left.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_fixtures import base_image, docker, free_port, git, unique_name
+from engine import run_playbook, write_app
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures(base_image.__name__)]
+
+MIB = 1024 * 1024
+# A raw HTTP request for busybox nc (the static busybox's wget crashes).
+HTTP_GET = "GET / HTTP/1.0\r\n\r\n"
+
+
+@dataclass
+class App:
+    name: str
+    port: int
+    container: dict[str, Any]
+
+    @property
+    def network(self) -> str:
+        return f"paas-{self.name}"
+
+    @property
+    def address(self) -> str:
+        address: str = self.container["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+        return address
+
+    @property
+    def gateway(self) -> str:
+        gateway: str = self.container["NetworkSettings"]["Networks"][self.network]["Gateway"]
+        return gateway
+
+
+def deploy_vars(name: str, repo: Path, port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "app_name": name,
+        "app_repo": f"file://{repo}",
+        "app_port": port,
+        "app_container_port": 5000,
+        **extra,
+    }
+
+
+def remove(name: str, tmp_path: Path) -> None:
+    result = run_playbook("remove.yml", {"app_name": name}, tmp_path)
+    assert result.rc == 0, result.stdout[-3000:]
+
+
+def inspect(container: str) -> dict[str, Any]:
+    info: dict[str, Any] = json.loads(docker("inspect", container))[0]
+    return info
+
+
+def serving_container(name: str) -> dict[str, Any]:
+    [container] = docker("ps", "--filter", f"label=paas.app={name}", "--format", "{{.Names}}").split()
+    return inspect(container)
+
+
+def ask(container: str, host: str, port: int) -> subprocess.CompletedProcess[str]:
+    """An HTTP request from inside ``container`` to ``host:port`` (busybox nc, 2 s timeout)."""
+    return subprocess.run(
+        ["docker", "exec", "--interactive", container, "nc", "-w", "2", host, str(port)],
+        input=HTTP_GET,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def answers(container: str, host: str, port: int, body: str) -> bool:
+    """Whether ``host:port`` answers ``body`` to ``container`` (three tries: other tests reload nginx)."""
+    for _ in range(3):
+        if body in ask(container, host, port).stdout:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture(scope="module")
+def two_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, App]]:
+    """App A deployed with the default limits, app B with its own; both removed afterwards."""
+    tmp_path = tmp_path_factory.mktemp("containment")
+    names = [unique_name("ct-a"), unique_name("ct-b")]
+    extra: list[dict[str, Any]] = [{}, {"app_memory": "64m", "app_cpus": 0.5, "app_pids": 64}]
+    apps: list[App] = []
+    try:
+        for name, limits in zip(names, extra, strict=True):
+            repo = tmp_path / name
+            write_app(repo, f"{name}\n")
+            port = free_port()
+            result = run_playbook("deploy.yml", deploy_vars(name, repo, port, **limits), tmp_path)
+            assert result.rc == 0, result.stdout[-4000:]
+            apps.append(App(name, port, serving_container(name)))
+        yield apps[0], apps[1]
+    finally:
+        for name in names:
+            remove(name, tmp_path)
+        for name in names:
+            assert docker("network", "ls", "--quiet", "--filter", f"name=^paas-{name}$") == ""
+
+
+def test_default_limits_are_set_on_the_container(two_apps: tuple[App, App]) -> None:
+    a, _ = two_apps
+    host = a.container["HostConfig"]
+    assert host["Memory"] == 512 * MIB
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["PidsLimit"] == 512
+    assert "no-new-privileges" in host["SecurityOpt"]
+    assert host["LogConfig"]["Type"] == "json-file"
+    assert host["LogConfig"]["Config"] == {"max-file": "3", "max-size": "10m"}
+
+
+def test_limits_of_the_deploy_are_set_on_the_container(two_apps: tuple[App, App]) -> None:
+    _, b = two_apps
+    host = b.container["HostConfig"]
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (64 * MIB, 500_000_000, 64)
+    assert "no-new-privileges" in host["SecurityOpt"]
+
+
+def test_each_app_is_alone_on_its_network(two_apps: tuple[App, App]) -> None:
+    for app in two_apps:
+        assert app.container["HostConfig"]["NetworkMode"] == app.network
+        assert list(app.container["NetworkSettings"]["Networks"]) == [app.network]
+
+
+def test_an_app_cannot_reach_another_apps_container_port(two_apps: tuple[App, App]) -> None:
+    a, b = two_apps
+    a_name, b_name = a.container["Name"].lstrip("/"), b.container["Name"].lstrip("/")
+    # nc works in there: each app reaches its own container port.
+    assert answers(a_name, a.address, 5000, f"{a.name}\n")
+    # Not the other app's container port, either way.
+    for source, target in ((a_name, b), (b_name, a)):
+        attempt = ask(source, target.address, 5000)
+        assert attempt.returncode != 0 and attempt.stdout == "", attempt
+    # Nor its loopback slot port through the host: published on 127.0.0.1 only.
+    slot = int(b.container["HostConfig"]["PortBindings"]["5000/tcp"][0]["HostPort"])
+    attempt = ask(a_name, a.gateway, slot)
+    assert attempt.returncode != 0 and attempt.stdout == "", attempt
+    # Its public port (nginx) is the way in.
+    assert answers(a_name, a.gateway, b.port, f"{b.name}\n")
+
+
+@pytest.mark.parametrize("link", ["context", "dockerfile"])
+def test_a_symlink_out_of_the_checkout_fails_the_build_step(link: str, tmp_path: Path) -> None:
+    name = unique_name(f"ct-{link[:3]}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # A valid build on its own: only the symlink check can stop it.
+    (outside / "Dockerfile").write_text('FROM paas-local/busybox:1\nCMD ["sleep", "600"]\n')
+    repo = tmp_path / "repo"
+    write_app(repo, "never built\n")
+    if link == "context":
+        (repo / "app").symlink_to(outside)
+        extra = {"app_context": "app"}
+        expected = f"the build context /var/lib/paas/apps/{name}/src/app resolves to {outside}, outside"
+    else:
+        (repo / "Dockerfile").unlink()
+        (repo / "Dockerfile").symlink_to(outside / "Dockerfile")
+        extra = {}
+        expected = (
+            f"the Dockerfile Dockerfile resolves to {outside / 'Dockerfile'}, outside the build context"
+        )
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "-m", "symlink out of the checkout")
+    try:
+        result = run_playbook("deploy.yml", deploy_vars(name, repo, free_port(), **extra), tmp_path)
+        assert result.rc != 0
+        message = result.failure_messages[-1]
+        assert f"deploy of '{name}' failed at step 'build': app_image: {expected}" in message, message
+        assert "nothing was built" in message
+        assert docker("images", "--all", "--quiet", f"paas/{name}") == ""
+        assert docker("ps", "--all", "--quiet", "--filter", f"label=paas.app={name}") == ""
+    finally:
+        remove(name, tmp_path)
+
+
+def test_a_hung_build_is_stopped_and_leaves_nothing(tmp_path: Path) -> None:
+    name = unique_name("ct-hang")
+    repo = tmp_path / "repo"
+    # Each step after the LABEL carries it: its containers and images are found by it.
+    write_app(repo, "never built\n", extra=f"LABEL paas.test={name}\nRUN echo {name} && sleep 600\n")
+    timeout = 15
+    try:
+        result = run_playbook(
+            "deploy.yml", deploy_vars(name, repo, free_port(), app_build_timeout=timeout), tmp_path
+        )
+        assert result.rc != 0
+        message = result.failure_messages[-1]
+        assert (
+            f"deploy of '{name}' failed at step 'build': the clone and build took longer than {timeout} s"
+            in message
+        ), message
+        assert "it was stopped, and the containers and images it left were removed" in message
+        # The play starts, reserves and clones in a few seconds; then the build gets what is left.
+        assert timeout <= result.seconds < timeout + 30, result.seconds
+        # Nothing of the build runs or remains: not its step container, not the images it made.
+        assert docker("ps", "--all", "--quiet", "--filter", f"label=paas.test={name}") == ""
+        assert docker("images", "--all", "--quiet", "--filter", f"label=paas.test={name}") == ""
+        assert docker("images", "--all", "--quiet", f"paas/{name}") == ""
+        running = subprocess.run(["pgrep", "-f", f"echo {name}"], capture_output=True, check=False)
+        assert running.returncode == 1, running.stdout
+    finally:
+        remove(name, tmp_path)
