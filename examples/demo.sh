@@ -41,10 +41,7 @@ if fetch "$PAAS_URL/healthz" >/dev/null 2>&1; then
 else
   say "starting the API at $PAAS_URL"
   host_port=${PAAS_URL#http://}
-  # The server writes its own files with private modes whatever the umask (data dir 0700, token and
-  # database 0600), but the playbooks it runs on this machine check the app out with its umask, and
-  # an app whose image runs as another user (hello-offline: USER nobody) must be able to read it.
-  (umask 022 && exec nohup "$paas" serve --host "${host_port%:*}" --port "${host_port##*:}") >>"$log" 2>&1 &
+  nohup "$paas" serve --host "${host_port%:*}" --port "${host_port##*:}" >>"$log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 50); do fetch "$PAAS_URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
   fetch "$PAAS_URL/healthz" >/dev/null || { echo "the API did not start; its log:" >&2; tail -n 30 "$log" >&2; exit 1; }
