@@ -218,3 +218,49 @@ def test_a_hung_build_is_stopped_and_leaves_nothing(tmp_path: Path) -> None:
         assert running.returncode == 1, running.stdout
     finally:
         remove(name, tmp_path)
+
+
+BAD_LIMITS: dict[str, tuple[dict[str, Any], str]] = {
+    "memory-unit": ({"app_memory": "512x"}, "app_memory must be a size of at least 6m"),
+    "memory-small": ({"app_memory": "5m"}, "app_memory must be a size of at least 6m"),
+    "memory-number": ({"app_memory": 536870912}, "app_memory must be a size of at least 6m"),
+    "cpus-zero": ({"app_cpus": 0}, "app_cpus must be a number more than 0 and at most 64"),
+    "cpus-high": ({"app_cpus": 65}, "app_cpus must be a number more than 0 and at most 64"),
+    "cpus-text": ({"app_cpus": "1; rm -rf /"}, "app_cpus must be a number more than 0 and at most 64"),
+    "pids-low": ({"app_pids": 15}, "app_pids must be an integer within 16-65536"),
+    "pids-high": ({"app_pids": 65537}, "app_pids must be an integer within 16-65536"),
+    "build-timeout-zero": ({"app_build_timeout": 0}, "app_build_timeout must be a whole number of seconds"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LIMITS))
+def test_a_bad_limit_fails_fast_naming_it(case: str, tmp_path: Path) -> None:
+    override, message = BAD_LIMITS[case]
+    name = unique_name("ct-bad")
+    result = run_playbook(
+        "deploy.yml", deploy_vars(name, tmp_path / "nowhere", free_port(), **override), tmp_path
+    )
+    assert result.rc != 0
+    assert any(message in m for m in result.failure_messages), (
+        result.failure_messages or result.stdout[-3000:]
+    )
+    assert result.seconds < 15, result.seconds
+    assert not Path(f"/var/lib/paas/apps/{name}").exists()
+
+
+def test_more_cpus_than_the_host_has_fail_the_start_step_naming_it(tmp_path: Path) -> None:
+    cpus = int(docker("info", "--format", "{{.NCPU}}")) + 1
+    if cpus > 64:
+        pytest.skip("this host has 64 CPUs or more: every valid app_cpus fits")
+    name = unique_name("ct-cpus")
+    repo = tmp_path / "repo"
+    write_app(repo, "too greedy\n")
+    try:
+        result = run_playbook("deploy.yml", deploy_vars(name, repo, free_port(), app_cpus=cpus), tmp_path)
+        assert result.rc != 0
+        message = result.failure_messages[-1]
+        assert f"deploy of '{name}' failed at step 'start'" in message, message
+        assert f"app_container_cpus ({cpus}) is more than the host's {cpus - 1} CPUs" in message, message
+        assert docker("ps", "--all", "--quiet", "--filter", f"label=paas.app={name}") == ""
+    finally:
+        remove(name, tmp_path)
