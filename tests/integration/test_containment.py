@@ -220,6 +220,23 @@ def test_a_hung_build_is_stopped_and_leaves_nothing(tmp_path: Path) -> None:
         remove(name, tmp_path)
 
 
+def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    name = unique_name("ct-fail")
+    repo = tmp_path / "repo"
+    write_app(repo, "never built\n", extra=f"LABEL paas.test={name}\nRUN echo {name} && false\n")
+    try:
+        result = run_playbook("deploy.yml", deploy_vars(name, repo, free_port()), tmp_path)
+        assert result.rc != 0
+        message = result.failure_messages[-1]
+        assert f"deploy of '{name}' failed at step 'build': app_image: the build of paas/{name}:" in message
+        assert "returned a non-zero code: 1" in message, message
+        assert "DEPRECATED" not in message, message
+        assert docker("ps", "--all", "--quiet", "--filter", f"label=paas.test={name}") == ""
+        assert docker("images", "--all", "--quiet", "--filter", f"label=paas.test={name}") == ""
+    finally:
+        remove(name, tmp_path)
+
+
 BAD_LIMITS: dict[str, tuple[dict[str, Any], str]] = {
     "memory-unit": ({"app_memory": "512x"}, "app_memory must be a size of at least 6m"),
     "memory-small": ({"app_memory": "5m"}, "app_memory must be a size of at least 6m"),
