@@ -157,6 +157,34 @@ def test_an_app_cannot_reach_another_apps_container_port(two_apps: tuple[App, Ap
     assert answers(a_name, a.gateway, b.port, f"{b.name}\n")
 
 
+def test_an_app_deployed_before_networks_moves_to_its_own(tmp_path: Path) -> None:
+    """A serving container on Docker's default bridge, its app network absent (a deploy of an older
+    platform): the redeploy releases it onto the network; a rerun then changes nothing."""
+    name = unique_name("ct-old")
+    repo = tmp_path / "repo"
+    write_app(repo, "old platform\n")
+    port = free_port()
+    try:
+        first = run_playbook("deploy.yml", deploy_vars(name, repo, port), tmp_path)
+        assert first.rc == 0, first.stdout[-4000:]
+        old = serving_container(name)["Name"].lstrip("/")
+        docker("network", "connect", "bridge", old)
+        docker("network", "disconnect", f"paas-{name}", old)
+        docker("network", "rm", f"paas-{name}")
+
+        moved = run_playbook("deploy.yml", deploy_vars(name, repo, port), tmp_path)
+        assert moved.rc == 0, moved.stdout[-4000:]
+        container = serving_container(name)
+        assert container["Name"].lstrip("/") != old
+        assert list(container["NetworkSettings"]["Networks"]) == [f"paas-{name}"]
+
+        rerun = run_playbook("deploy.yml", deploy_vars(name, repo, port), tmp_path)
+        assert rerun.rc == 0, rerun.stdout[-4000:]
+        assert rerun.changed == 0, rerun.stdout[-6000:]
+    finally:
+        remove(name, tmp_path)
+
+
 @pytest.mark.parametrize("link", ["context", "dockerfile"])
 def test_a_symlink_out_of_the_checkout_fails_the_build_step(link: str, tmp_path: Path) -> None:
     name = unique_name(f"ct-{link[:3]}")
