@@ -22,7 +22,7 @@ REPO_PATTERN = (
 )
 # A container memory size in megabytes or gigabytes, at least 6m (Docker's own minimum).
 MEMORY_PATTERN = r"^(([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG])$"
-CPUS_MAX = 64
+CPUS_MIN, CPUS_MAX = 0.01, 64
 PIDS_MIN, PIDS_MAX = 16, 65536
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 APP_STATES = ("pending", "running", "unhealthy", "failed")
@@ -87,7 +87,7 @@ DEPLOY_REQUEST: dict[str, Any] = {
                     "pattern": MEMORY_PATTERN,
                     "description": "Memory limit in m or g, e.g. 256m or 1g (at least 6m).",
                 },
-                "cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": CPUS_MAX},
+                "cpus": {"type": "number", "minimum": CPUS_MIN, "maximum": CPUS_MAX},
                 "pids": {"type": "integer", "minimum": PIDS_MIN, "maximum": PIDS_MAX},
             },
             "description": "Limits of the app's container; each one not given is the server's default "

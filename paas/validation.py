@@ -233,8 +233,12 @@ def _check_resources(body: Any, fields: dict[str, str]) -> Resources:
     pids = _real(body.get("pids"))
     if "resources.memory" not in fields and isinstance(memory, str) and not MEMORY_RE.fullmatch(memory):
         fields["resources.memory"] = "must be a size in m or g such as 256m or 1g, at least 6m"
-    if "resources.cpus" not in fields and cpus is not None and not 0 < cpus <= schemas.CPUS_MAX:
-        fields["resources.cpus"] = f"must be more than 0 and at most {schemas.CPUS_MAX}"
+    if (
+        "resources.cpus" not in fields
+        and cpus is not None
+        and not schemas.CPUS_MIN <= cpus <= schemas.CPUS_MAX
+    ):
+        fields["resources.cpus"] = f"must be within {schemas.CPUS_MIN:g}-{schemas.CPUS_MAX}"
     if "resources.pids" not in fields and pids is not None:
         if not pids.is_integer():
             fields["resources.pids"] = "must be an integer"

@@ -8,6 +8,7 @@ build, and a hung build stopped at ``app_build_timeout`` with nothing of it left
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -269,9 +270,9 @@ BAD_LIMITS: dict[str, tuple[dict[str, Any], str]] = {
     "memory-unit": ({"app_memory": "512x"}, "app_memory must be a size of at least 6m"),
     "memory-small": ({"app_memory": "5m"}, "app_memory must be a size of at least 6m"),
     "memory-number": ({"app_memory": 536870912}, "app_memory must be a size of at least 6m"),
-    "cpus-zero": ({"app_cpus": 0}, "app_cpus must be a number more than 0 and at most 64"),
-    "cpus-high": ({"app_cpus": 65}, "app_cpus must be a number more than 0 and at most 64"),
-    "cpus-text": ({"app_cpus": "1; rm -rf /"}, "app_cpus must be a number more than 0 and at most 64"),
+    "cpus-zero": ({"app_cpus": 0}, "app_cpus must be a number within 0.01-64"),
+    "cpus-high": ({"app_cpus": 65}, "app_cpus must be a number within 0.01-64"),
+    "cpus-text": ({"app_cpus": "1; rm -rf /"}, "app_cpus must be a number within 0.01-64"),
     "pids-low": ({"app_pids": 15}, "app_pids must be an integer within 16-65536"),
     "pids-high": ({"app_pids": 65537}, "app_pids must be an integer within 16-65536"),
     "build-timeout-zero": ({"app_build_timeout": 0}, "app_build_timeout must be a whole number of seconds"),
@@ -309,3 +310,27 @@ def test_more_cpus_than_the_host_has_fail_the_start_step_naming_it(tmp_path: Pat
         assert docker("ps", "--all", "--quiet", "--filter", f"label=paas.app={name}") == ""
     finally:
         remove(name, tmp_path)
+
+
+def test_a_hung_clone_fails_the_clone_step_on_time(tmp_path: Path) -> None:
+    """A repository server that accepts and then says nothing: the deploy fails at the time limit."""
+    name = unique_name("ct-clone")
+    timeout = 5
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        repo = f"https://127.0.0.1:{port}/app.git"
+        try:
+            result = run_playbook(
+                "deploy.yml",
+                deploy_vars(name, tmp_path, free_port(), app_repo=repo, app_build_timeout=timeout),
+                tmp_path,
+            )
+            assert result.rc != 0
+            message = result.failure_messages[-1]
+            assert f"deploy of '{name}' failed at step 'clone'" in message, message
+            assert f"Timed out after {timeout} second" in message, message
+            assert timeout <= result.seconds < timeout + 30, result.seconds
+        finally:
+            remove(name, tmp_path)

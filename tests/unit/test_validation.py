@@ -431,6 +431,7 @@ def test_resources_default_to_the_server_and_are_validated() -> None:
         ({"memory": "1048576"}, "resources.memory"),
         ({"memory": "512k"}, "resources.memory"),
         ({"cpus": 0}, "resources.cpus"),
+        ({"cpus": 0.001}, "resources.cpus"),
         ({"cpus": 65}, "resources.cpus"),
         ({"cpus": "1"}, "resources.cpus"),
         ({"pids": 8}, "resources.pids"),
