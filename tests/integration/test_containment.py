@@ -7,6 +7,7 @@ build, and a hung build stopped at ``app_build_timeout`` with nothing of it left
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import subprocess
@@ -139,6 +140,22 @@ def test_each_app_is_alone_on_its_network(two_apps: tuple[App, App]) -> None:
     for app in two_apps:
         assert app.container["HostConfig"]["NetworkMode"] == app.network
         assert list(app.container["NetworkSettings"]["Networks"]) == [app.network]
+
+
+def test_each_app_has_a_subnet_of_its_own_from_the_platforms_pool(two_apps: tuple[App, App]) -> None:
+    """Subnets come from app_network_pool, one /28 per app kept in its record, not from Docker's
+    default pools (which hold about 30 networks)."""
+    pool = ipaddress.ip_network("172.30.0.0/16")
+    subnets = []
+    for app in two_apps:
+        network = json.loads(docker("network", "inspect", app.network))[0]
+        subnet = ipaddress.ip_network(network["IPAM"]["Config"][0]["Subnet"])
+        record = json.loads(Path(f"/var/lib/paas/apps/{app.name}/app.json").read_text())
+        assert subnet.subnet_of(pool) and subnet.prefixlen == 28, subnet
+        assert record["subnet"] == str(subnet)
+        assert ipaddress.ip_address(app.address) in subnet
+        subnets.append(subnet)
+    assert not subnets[0].overlaps(subnets[1])
 
 
 def test_an_app_cannot_reach_another_apps_container_port(two_apps: tuple[App, App]) -> None:

@@ -46,6 +46,17 @@ options:
     description: Last loopback port for app containers.
     type: int
     default: 63999
+  network_pool:
+    description:
+      - Address range the apps' own Docker networks take their subnets from (reserved), e.g.
+        C(172.30.0.0/16); each app gets one subnet of O(network_prefix), kept in its record.
+      - Empty, no subnet is allocated (Docker picks one from its own pools, which hold about 30).
+    type: str
+    default: ""
+  network_prefix:
+    description: Prefix length of each app's subnet (a /28 holds the blue and green containers).
+    type: int
+    default: 28
   info:
     description: Descriptive fields stored with the record (repo, ref, health_path, context).
     type: dict
@@ -70,6 +81,7 @@ records:
 
 import errno
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -220,8 +232,45 @@ def reserve(module, root, records):
         slots=slots,
         active=current.get("active"),
     )
+    if p["network_pool"]:
+        record["subnet"] = allocate_subnet(module, name, current, records)
     record.update(p["info"])
     return record
+
+
+def allocate_subnet(module, name, current, records):
+    """The app's subnet: the one it has when it lies in the pool, else the first one no app holds."""
+    p = module.params
+    try:
+        pool = ipaddress.ip_network(p["network_pool"], strict=True)
+    except ValueError as exc:
+        module.fail_json(msg="app_network_pool must be a network such as 172.30.0.0/16: %s" % exc)
+    if not pool.prefixlen <= p["network_prefix"] <= pool.max_prefixlen - 2:
+        module.fail_json(
+            msg="app_network_prefix must be within %d-%d for the pool %s"
+            % (pool.prefixlen, pool.max_prefixlen - 2, pool)
+        )
+
+    def parsed(value):
+        try:
+            return ipaddress.ip_network(value, strict=True) if value else None
+        except (TypeError, ValueError):
+            return None
+
+    mine = parsed(current.get("subnet"))
+    taken = [n for n in (parsed(o.get("subnet")) for o in records.values() if o["name"] != name) if n]
+    if (
+        mine is not None
+        and mine.version == pool.version
+        and mine.subnet_of(pool)
+        and mine.prefixlen == p["network_prefix"]
+        and not any(mine.overlaps(t) for t in taken)
+    ):
+        return str(mine)
+    for candidate in pool.subnets(new_prefix=p["network_prefix"]):
+        if not any(candidate.overlaps(t) for t in taken if t.version == candidate.version):
+            return str(candidate)
+    module.fail_json(msg="no free subnet of /%d left in %s for app '%s'" % (p["network_prefix"], pool, name))
 
 
 def activate(module, current):
@@ -251,6 +300,8 @@ def main():
             container_port=dict(type="int"),
             slot_port_min=dict(type="int", default=61000),
             slot_port_max=dict(type="int", default=63999),
+            network_pool=dict(type="str", default=""),
+            network_prefix=dict(type="int", default=28),
             info=dict(type="dict", default={}),
             active=dict(type="dict", default={}),
         ),
