@@ -71,6 +71,23 @@ def run_playbook(playbook: str, extra_vars: dict[str, Any], tmp_path: Path) -> P
     return PlaybookResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
+def deploy_vars(name: str, repo: Path, port: int, **extra: Any) -> dict[str, Any]:
+    """The inputs of playbooks/deploy.yml for a busybox app of ``repo`` (see :func:`write_app`)."""
+    return {
+        "app_name": name,
+        "app_repo": f"file://{repo}",
+        "app_port": port,
+        "app_container_port": 5000,
+        **extra,
+    }
+
+
+def remove(name: str, tmp_path: Path) -> None:
+    """playbooks/remove.yml for ``name``; it must succeed."""
+    result = run_playbook("remove.yml", {"app_name": name}, tmp_path)
+    assert result.rc == 0, result.stdout[-3000:]
+
+
 def _env() -> dict[str, str]:
     import os
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from api_fixtures import base_image, docker, free_port, git, unique_name
-from engine import run_playbook, write_app
+from engine import deploy_vars, remove, run_playbook, write_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures(base_image.__name__)]
 
@@ -47,21 +47,6 @@ class App:
     def gateway(self) -> str:
         gateway: str = self.container["NetworkSettings"]["Networks"][self.network]["Gateway"]
         return gateway
-
-
-def deploy_vars(name: str, repo: Path, port: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "app_name": name,
-        "app_repo": f"file://{repo}",
-        "app_port": port,
-        "app_container_port": 5000,
-        **extra,
-    }
-
-
-def remove(name: str, tmp_path: Path) -> None:
-    result = run_playbook("remove.yml", {"app_name": name}, tmp_path)
-    assert result.rc == 0, result.stdout[-3000:]
 
 
 def inspect(container: str) -> dict[str, Any]:
@@ -145,11 +130,11 @@ def test_each_app_is_alone_on_its_network(two_apps: tuple[App, App]) -> None:
 def test_each_app_has_a_subnet_of_its_own_from_the_platforms_pool(two_apps: tuple[App, App]) -> None:
     """Subnets come from app_network_pool, one /28 per app kept in its record, not from Docker's
     default pools (which hold about 30 networks)."""
-    pool = ipaddress.ip_network("172.30.0.0/16")
+    pool = ipaddress.IPv4Network("172.30.0.0/16")
     subnets = []
     for app in two_apps:
         network = json.loads(docker("network", "inspect", app.network))[0]
-        subnet = ipaddress.ip_network(network["IPAM"]["Config"][0]["Subnet"])
+        subnet = ipaddress.IPv4Network(network["IPAM"]["Config"][0]["Subnet"])
         record = json.loads(Path(f"/var/lib/paas/apps/{app.name}/app.json").read_text())
         assert subnet.subnet_of(pool) and subnet.prefixlen == 28, subnet
         assert record["subnet"] == str(subnet)

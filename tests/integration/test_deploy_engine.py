@@ -20,9 +20,11 @@ from engine import (
     FAST_HEALTH,
     REPO,
     Prober,
+    deploy_vars,
     docker,
     get,
     host_snapshot,
+    remove,
     run_playbook,
     wait_for_body,
     write_app,
@@ -36,21 +38,6 @@ APPS_ROOT = Path("/var/lib/paas/apps")
 @pytest.fixture(scope="session", autouse=True)
 def base_image() -> None:
     subprocess.run([str(REPO / "examples/busybox-base/build.sh")], check=True, capture_output=True)
-
-
-def deploy_vars(name: str, repo: Path, port: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "app_name": name,
-        "app_repo": f"file://{repo}",
-        "app_port": port,
-        "app_container_port": 5000,
-        **extra,
-    }
-
-
-def remove(name: str, tmp_path: Path) -> None:
-    result = run_playbook("remove.yml", {"app_name": name}, tmp_path)
-    assert result.rc == 0, result.stdout[-3000:]
 
 
 def app_containers(name: str) -> list[str]:

@@ -144,17 +144,20 @@ def test_no_sentinel_in_the_data_dir_the_log_or_any_answer(
     assert client.wait_job(job_id)["status"] == "canceled"
     for path in (f"/jobs/{job_id}", f"/apps/{name}/status", "/apps", "/infra"):
         assert client.get(path).status_code == 200
-    for secret in (sentinel, SERVER_SENTINEL):
+    # Neither the app's secret, nor a secret of the server's environment, nor the API token.
+    for secret in (sentinel, SERVER_SENTINEL, server.token):
         found = subprocess.run(
             ["grep", "-rlaF", "--", secret, str(server.data_dir), str(server.log_path)],
             capture_output=True,
             text=True,
             check=False,
         ).stdout
-        assert found == "", (secret, found)
+        assert found == "", found
         assert not any(secret in text for text in client.responses)
-    # The grep does look: the data dir holds the runs' records (their command files among them).
+    # The grep does look: the data dir holds the runs' records (their command files among them); the
+    # variables files are gone.
     assert list(server.data_dir.glob("artifacts/*/artifacts/*/command"))
+    assert not list(server.data_dir.glob("artifacts/*/vars.yml"))
 
 
 def _no_file_repos_server(tmp_path: Path, **env: str) -> Server:
