@@ -123,7 +123,7 @@ def test_failed_first_deploy_is_failed_with_its_step_and_log(
     assert status["commit"] is None
     assert status["last_deploy"]["failed_step"] == "start"
     assert "cannot-start-marker" in status["last_deploy"]["message"]
-    assert "exit code 7" in status["last_deploy"]["message"]
+    assert "(the container exited with code 7)" in status["last_deploy"]["message"]
 
 
 def test_failed_first_deploy_at_clone(client: Client, tmp_path: Path, app_names: list[str]) -> None:
