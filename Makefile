@@ -42,7 +42,8 @@ test-integration: ## Real dockerd, nginx, sshd, terraform, ansible-runner (needs
 	pytest -m integration tests/integration
 
 test-molecule: ## molecule test in every role (against this machine)
-	@for r in $(ROLES); do echo "== molecule test: $$r"; (cd roles/$$r && molecule test) || exit 1; done
+	@# reset: a scenario's state from an earlier run (e.g. "prepared") must not skip a step of this one.
+	@for r in $(ROLES); do echo "== molecule test: $$r"; (cd roles/$$r && molecule reset >/dev/null && molecule test) || exit 1; done
 
 test: lint test-unit test-integration test-molecule ## Everything CI runs: lint, unit, integration, Molecule
 
