@@ -32,11 +32,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from paas.store import write_atomically
 
 log = logging.getLogger(__name__)
-
-ED25519_KEY_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,14 @@ def parse_ed25519_key(value: Any) -> str:
     if len(fields) < 2 or fields[0] != "ssh-ed25519":
         raise ValueError("not an 'ssh-ed25519 <base64>' key")
     try:
-        blob = base64.b64decode(fields[1], validate=True)
+        base64.b64decode(fields[1], validate=True)
     except ValueError:
         raise ValueError("its key is not base64") from None
-    # string "ssh-ed25519", string <32 bytes>
-    expected = len(blob) == 4 + 11 + 4 + ED25519_KEY_LENGTH and blob[:15] == b"\x00\x00\x00\x0bssh-ed25519"
-    if not expected or int.from_bytes(blob[15:19], "big") != ED25519_KEY_LENGTH:
+    try:
+        key = serialization.load_ssh_public_key(f"{fields[0]} {fields[1]}".encode("ascii"))
+    except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
+        raise ValueError("its key is not an ed25519 public key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ValueError("its key is not an ed25519 public key")
     return f"ssh-ed25519 {fields[1]}"
 
