@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from paas.store import Store
+from paas.core.store import Store
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - a throwaway token for a loopback server
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 import requests
 
-from paas import config
+from paas.core import config
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 POLL_SECONDS = 0.5
@@ -236,7 +236,8 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
 )
 def serve(host: str, port: int, log_level: str) -> None:
     """Run the API server in the foreground (settings from PAAS_* variables)."""
-    from paas import logs, server
+    from paas import server
+    from paas.core import logs
 
     logs.configure(log_level.upper())
     try:

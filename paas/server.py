@@ -1,4 +1,4 @@
-"""Run the control plane: waitress (threaded, one process) serving :mod:`paas.api`.
+"""Run the control plane: waitress (threaded, one process) serving :mod:`paas.api.routes`.
 
 ``paas serve`` calls :func:`serve`. SIGTERM or SIGINT stops it gracefully: no new connections, the
 requests in flight end, running jobs get ``PAAS_SHUTDOWN_GRACE`` seconds to finish and are then
@@ -28,8 +28,8 @@ from typing import Any
 
 from waitress.server import create_server
 
-from paas.api import create_app
-from paas.config import Settings, ensure_token, load_settings
+from paas.api.routes import create_app
+from paas.core.config import Settings, ensure_token, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -34,26 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from paas.clock import now
-from paas.commands import CommandExecutor, CommandRequest, SubprocessExecutor
-from paas.config import Settings
-from paas.errors import ConflictError, NotFoundError, ValidationError
-from paas.infra import CommandStep, StaticEnvironment, Step, StepError, TerraformEnvironment, scrub_runs
-from paas.jobs import JobContext, JobManager, JobOutcome, JobSpec, JobStatus, public_job
-from paas.masking import Masker
-from paas.processes import DataDirLock, reap_orphans
-from paas.runner import (
-    PlaybookRequest,
-    PlaybookResult,
-    Runner,
-    RunStatus,
-    TaskEvent,
-    prune_artifacts,
-    scrub_artifacts,
-)
-from paas.store import ACTIVE_JOB_STATUSES, Doc, Store
-from paas.terraform import split_variables, summarise_error
-from paas.validation import (
+from paas.apps.spec import (
     DeploySpec,
     RepoPolicy,
     Resources,
@@ -62,6 +43,32 @@ from paas.validation import (
     parse_destroy,
     parse_provision,
 )
+from paas.core.clock import now
+from paas.core.config import Settings
+from paas.core.errors import ConflictError, NotFoundError, ValidationError
+from paas.core.jobs import JobContext, JobManager, JobOutcome, JobSpec, JobStatus, public_job
+from paas.core.masking import Masker
+from paas.core.processes import DataDirLock, reap_orphans
+from paas.core.store import ACTIVE_JOB_STATUSES, Doc, Store
+from paas.execution.commands import CommandExecutor, CommandRequest, SubprocessExecutor
+from paas.execution.runner import (
+    PlaybookRequest,
+    PlaybookResult,
+    Runner,
+    RunStatus,
+    TaskEvent,
+    prune_artifacts,
+    scrub_artifacts,
+)
+from paas.infra.environments import (
+    CommandStep,
+    StaticEnvironment,
+    Step,
+    StepError,
+    TerraformEnvironment,
+    scrub_runs,
+)
+from paas.infra.terraform import split_variables, summarise_error
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ TERMINAL = ("succeeded", "failed", "canceled")
 FAST_VARS = {"app_health_retries": 5, "app_health_delay": 0.5, "app_health_timeout": 2, "app_start_grace": 1}
 LAUNCHER = (
     "import sys\n"
-    "from paas.logs import configure\n"
+    "from paas.core.logs import configure\n"
     "from paas.server import serve\n"
     "configure('INFO')\n"
     "serve('127.0.0.1', int(sys.argv[1]))\n"

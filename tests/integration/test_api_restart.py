@@ -12,7 +12,7 @@ import api_fixtures
 import pytest
 from api_fixtures import Client, Server, docker, free_port, make_repo, unique_name, wait_until
 
-from paas.processes import works_for
+from paas.core.processes import works_for
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import api_fixtures
 import pytest
 from api_fixtures import FAST_VARS, Server
 
-from paas.terraform import find_plugin_mirror, mirror_providers
+from paas.infra.terraform import find_plugin_mirror, mirror_providers
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 DEBIAN_ACCOUNT = "136693071363"

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.fakes import FakeExecutor, FakeRunner, Reply, call_wsgi
 
-from paas.api import Application, create_app
-from paas.config import Settings
-from paas.runner import PlaybookRequest, PlaybookResult, RunStatus
-from paas.testing import FakeExecutor, FakeRunner, Reply, call_wsgi
+from paas.api.routes import Application, create_app
+from paas.core.config import Settings
+from paas.execution.runner import PlaybookRequest, PlaybookResult, RunStatus
 
 TOKEN = "unit-test-token-0123456789"
 SECRET = "s3cr3t-env-value-4711"
@@ -485,7 +485,7 @@ def test_500_is_opaque_and_logged(
         raise RuntimeError("internal detail /etc/secret")
 
     monkeypatch.setattr(api.app.service, "list_apps", explode)
-    with caplog.at_level(logging.ERROR, logger="paas.api"):
+    with caplog.at_level(logging.ERROR, logger="paas.api.routes"):
         reply = api("GET", "/apps")
     assert reply.status == 500
     assert reply.json() == {"error": "internal", "message": "internal error", "fields": {}}
@@ -511,7 +511,7 @@ def test_runner_failure_outside_a_step(api: Api, runner: FakeRunner) -> None:
 
 
 def test_request_log_lines(api: Api, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="paas.api"):
+    with caplog.at_level(logging.INFO, logger="paas.api.routes"):
         api("GET", "/apps/\x1b[31mx/status")
-    line = [r.getMessage() for r in caplog.records if r.name == "paas.api"][-1]
+    line = [r.getMessage() for r in caplog.records if r.name == "paas.api.routes"][-1]
     assert line.startswith("GET /apps/?[31mx/status 404 ") and line.endswith("ms")

@@ -8,9 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paas.api import create_app
-from paas.config import Settings
-from paas.testing import FakeRunner, call_wsgi
+from support.fakes import FakeRunner, call_wsgi
+
+from paas.api.routes import create_app
+from paas.core.config import Settings
 
 TOKEN = "unit-test-token-0123456789"
 BODY: dict[str, Any] = {

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.fakes import FakeRunner, Reply, call_wsgi
 
-from paas.api import Application, create_app
-from paas.config import Settings
-from paas.jobs import QUEUE_FULL_RETRY_AFTER
-from paas.schemas import openapi_document
-from paas.testing import FakeRunner, Reply, call_wsgi
+from paas.api.openapi import openapi_document
+from paas.api.routes import Application, create_app
+from paas.core.config import Settings
+from paas.core.jobs import QUEUE_FULL_RETRY_AFTER
 
 TOKEN = "unit-test-token-0123456789"
 TERMINAL = ("succeeded", "failed", "canceled")

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from support.fakes import FakeExecutor, FakeRunner
 from waitress.server import create_server
 
-from paas.api import create_app
+from paas.api.routes import create_app
 from paas.cli import main
-from paas.config import Settings
-from paas.testing import FakeExecutor, FakeRunner
+from paas.core.config import Settings
 
 TOKEN = "cli-test-token-0123456789"
 

@@ -28,7 +28,7 @@ def product_files() -> list[Path]:
 
 def test_the_product_files_are_found() -> None:
     names = {str(p.relative_to(REPO_ROOT)) for p in product_files()}
-    assert {"ansible.cfg", "inventory/terraform.py", "paas/runner.py", "README.md"} <= names
+    assert {"ansible.cfg", "inventory/terraform.py", "paas/execution/runner.py", "README.md"} <= names
 
 
 @pytest.mark.parametrize("pattern", FORBIDDEN, ids=lambda p: p.pattern.split("\\")[0])

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from paas import host_keys
-from paas.host_keys import RotatedKey
-from paas.terraform import generate_host_key
+from paas.infra import host_keys
+from paas.infra.host_keys import RotatedKey
+from paas.infra.terraform import generate_host_key
 
 
 def new_key() -> str:

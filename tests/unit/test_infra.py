@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.fakes import FakeExecutor, FakeRunner, Reply, call_wsgi
 
-from paas.api import Application, create_app
-from paas.config import REPO_ROOT, Settings
-from paas.runner import PlaybookRequest, PlaybookResult, RunStatus
-from paas.terraform import generate_host_key
-from paas.testing import FakeExecutor, FakeRunner, Reply, call_wsgi
+from paas.api.routes import Application, create_app
+from paas.core.config import REPO_ROOT, Settings
+from paas.execution.runner import PlaybookRequest, PlaybookResult, RunStatus
+from paas.infra.terraform import generate_host_key
 
 TOKEN = "infra-unit-test-token-0123456789"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcwv5GFGZkiRFfv0RYZ76N+bls+KLqD619RxQ1T4/Xo"

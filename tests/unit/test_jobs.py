@@ -1,4 +1,4 @@
-"""paas.jobs: per-app order, parallel apps, exclusive infra jobs, cancel, timeouts, terminal states."""
+"""paas.core.jobs: per-app order, parallel apps, exclusive infra jobs, cancel, timeouts, terminal states."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from paas.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
-from paas.jobs import (
+from paas.core.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
+from paas.core.jobs import (
     INTERRUPTED_MESSAGE,
     QUEUE_FULL_RETRY_AFTER,
     JobContext,
@@ -20,8 +20,8 @@ from paas.jobs import (
     JobSpec,
     JobStatus,
 )
-from paas.runner import TaskEvent
-from paas.store import Store
+from paas.core.store import Store
+from paas.execution.runner import TaskEvent
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""paas.masking, and the deploy job that masks the app's env values in what it reports."""
+"""paas.core.masking, and the deploy job that masks the app's env values in what it reports."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paas.api import create_app
-from paas.config import Settings
-from paas.masking import MASK, Masker
-from paas.runner import TaskEvent
-from paas.testing import FakeExecutor, FakeRunner, call_wsgi
+from support.fakes import FakeExecutor, FakeRunner, call_wsgi
+
+from paas.api.routes import create_app
+from paas.core.config import Settings
+from paas.core.masking import MASK, Masker
+from paas.execution.runner import TaskEvent
 
 TOKEN = "unit-test-token-0123456789"
 

@@ -11,12 +11,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from jsonschema import Draft202012Validator
+from support.fakes import FakeExecutor, FakeRunner, call_wsgi
 from waitress.server import create_server
 
-from paas.api import create_app, route_table
-from paas.config import Settings
-from paas.schemas import openapi_document
-from paas.testing import FakeExecutor, FakeRunner, call_wsgi
+from paas.api.openapi import openapi_document
+from paas.api.routes import create_app, route_table
+from paas.core.config import Settings
 
 TOKEN = "openapi-test-token-0123456789"
 METHODS = {"get", "post", "put", "patch", "delete"}

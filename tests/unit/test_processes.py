@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from paas.processes import DataDirInUseError, DataDirLock, kill_run_processes, reap_orphans, works_for
+from paas.core.processes import DataDirInUseError, DataDirLock, kill_run_processes, reap_orphans, works_for
 
 SLEEPER = "import time; time.sleep(60)"
 

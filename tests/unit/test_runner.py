@@ -1,4 +1,4 @@
-"""paas.runner without Ansible: what reaches ansible-runner, what is kept, what is deleted."""
+"""paas.execution.runner without Ansible: what reaches ansible-runner, what is kept, what is deleted."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from paas import runner as runner_module
-from paas.config import Settings
-from paas.runner import AnsibleRunner, PlaybookRequest, RunStatus, TaskEvent, prune_artifacts, scrub_artifacts
+from paas.core.config import Settings
+from paas.execution import runner as runner_module
+from paas.execution.runner import (
+    AnsibleRunner,
+    PlaybookRequest,
+    RunStatus,
+    TaskEvent,
+    prune_artifacts,
+    scrub_artifacts,
+)
 
 SECRET = "env-secret-9876"
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from paas import server
-from paas.config import Settings, load_settings
+from paas.core.config import Settings, load_settings
 
 
 class StubServer:

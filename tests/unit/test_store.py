@@ -1,4 +1,4 @@
-"""paas.store: atomic, durable writes; one lock; no lost update; pruning."""
+"""paas.core.store: atomic, durable writes; one lock; no lost update; pruning."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from paas import store as store_module
-from paas.store import AtomicJSONStorage, Store, StoreError
+from paas.core import store as store_module
+from paas.core.store import AtomicJSONStorage, Store, StoreError
 
 
 def job(i: int, status: str = "succeeded") -> dict[str, Any]:
@@ -103,7 +103,7 @@ def test_a_corrupt_file_is_refused(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from paas.store import Store
+from paas.core.store import Store
 s = Store(Path(sys.argv[1]))
 i = int(sys.argv[2])
 print("ready", flush=True)

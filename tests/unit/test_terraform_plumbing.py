@@ -1,5 +1,5 @@
-"""paas.terraform (what to run, with which environment, and how to read Terraform) and paas.commands
-(the executor: streaming, capture, cancel, timeout), without Terraform."""
+"""paas.infra.terraform (what to run, with which environment, and how to read Terraform) and
+paas.execution.commands (the executor: streaming, capture, cancel, timeout), without Terraform."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from paas import terraform as tf
-from paas.commands import CommandRequest, SubprocessExecutor
-from paas.config import REPO_ROOT, SettingsError, load_settings
-from paas.runner import RunStatus
+from paas.core.config import REPO_ROOT, SettingsError, load_settings
+from paas.execution.commands import CommandRequest, SubprocessExecutor
+from paas.execution.runner import RunStatus
+from paas.infra import terraform as tf
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""paas.validation: every rule of roles/app/tasks/assert.yml, plus the API's own."""
+"""paas.apps.spec: every rule of roles/app/tasks/assert.yml, plus the API's own."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from paas.config import Settings
-from paas.errors import ValidationError
-from paas.validation import (
+from paas.apps.spec import (
     DeploySpec,
     ProvisionSpec,
     RepoPolicy,
@@ -19,6 +17,8 @@ from paas.validation import (
     parse_empty,
     parse_provision,
 )
+from paas.core.config import Settings
+from paas.core.errors import ValidationError
 
 GOOD: dict[str, Any] = {
     "name": "web",
@@ -399,7 +399,7 @@ def test_the_published_schema_agrees_with_the_rules(field: str, value: Any, ok: 
     """Schema-valid means accepted (schemathesis relies on it)."""
     from jsonschema import Draft202012Validator
 
-    from paas.schemas import DEPLOY_REQUEST
+    from paas.api.openapi import DEPLOY_REQUEST
 
     body = GOOD | {field: value}
     assert Draft202012Validator(DEPLOY_REQUEST).is_valid(body) is ok

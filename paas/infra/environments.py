@@ -9,7 +9,7 @@ executor) and records what they found.
   ``apply <plan>``, ``output -json`` (the hosts), ``inventory/terraform.py --known-hosts`` (the host
   keys, pinned into ``<data>/known_hosts/<env>``), then ``playbooks/host.yml`` against
   ``inventory/terraform.py`` for that environment. Destroying is ``terraform destroy``. Variables go
-  through a 0600 variables file that exists only during the job (see :mod:`paas.terraform`).
+  through a 0600 variables file that exists only during the job (see :mod:`paas.infra.terraform`).
 - :class:`StaticEnvironment`: the server's own inventory (``PAAS_INVENTORY``, default this machine),
   which app jobs use as long as no Terraform environment was applied.
 
@@ -31,7 +31,7 @@ reloads sshd (open connections stay up) and reports its public half (fact ``sshd
 The host step's ``after`` pins that key in ``known_hosts/aws`` in place of the bootstrap key, even when
 host.yml failed later; a host.yml that succeeded without reporting one fails the job. The key is also
 recorded, so the known_hosts step of later provisions pins it instead of the bootstrap key the outputs
-report, for as long as the instance is the same (see :mod:`paas.host_keys`): the bootstrap key is
+report, for as long as the instance is the same (see :mod:`paas.infra.host_keys`): the bootstrap key is
 refused from then on. cloud-init installs user data at an instance's first boot only (and Terraform
 ignores changes to it), so a re-provision never brings the bootstrap key back; a replaced instance boots
 with it, is pinned with it, and host.yml replaces it again.
@@ -52,13 +52,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from paas import host_keys
-from paas import terraform as tf
-from paas.config import Settings
-from paas.store import write_atomically
+from paas.core.config import Settings
+from paas.core.store import write_atomically
+from paas.infra import host_keys
+from paas.infra import terraform as tf
 
 if TYPE_CHECKING:
-    from paas.runner import PlaybookResult
+    from paas.execution.runner import PlaybookResult
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Terraform for the service: what to run, with which environment and files, and how to read what it says.
 
-Pure builders and parsers (the service decides when to run, :mod:`paas.commands` runs). Per
+Pure builders and parsers (the service decides when to run, :mod:`paas.execution.commands` runs). Per
 environment ``<env>`` (a root module ``terraform/<env>/``) the layout in the data dir is::
 
     <data>/terraform/terraformrc               the CLI config (TF_CLI_CONFIG_FILE) of every run
@@ -106,7 +106,7 @@ class Workspace:
 
     @property
     def rotated_host_keys_path(self) -> Path:
-        """The host keys made on the hosts that replace the bootstrap keys (see :mod:`paas.host_keys`)."""
+        """The host keys made on the hosts that replace the bootstrap keys (:mod:`paas.infra.host_keys`)."""
         return self.root / "rotated_host_keys.json"
 
     @property

@@ -78,11 +78,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 ENVIRONMENTS = ("local", "ssh", "aws")
 MIRROR_OFF = ("off", "none")
-# A container memory size in megabytes or gigabytes, at least 6m (as paas.schemas.MEMORY_PATTERN).
+# A container memory size in megabytes or gigabytes, at least 6m (as paas.api.openapi.MEMORY_PATTERN).
 MEMORY_RE = re.compile(r"([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG]")
 
 

@@ -7,7 +7,7 @@ in the order they were submitted, different apps run in parallel (up to ``worker
 wait while the infrastructure changes, and the other way round.
 
 The queue is bounded: at most ``max_queued`` jobs wait (one more is refused with 429,
-:class:`~paas.errors.TooManyRequestsError`), and a job submitted with ``replace_queued`` (deploys)
+:class:`~paas.core.errors.TooManyRequestsError`), and a job submitted with ``replace_queued`` (deploys)
 replaces the queued job of the same key and kind, which ends ``canceled`` ("superseded by <id>"),
 so an app has at most one deploy waiting. A running job is never replaced.
 
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from paas.clock import now
-from paas.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
-from paas.runner import TaskEvent
-from paas.store import ACTIVE_JOB_STATUSES, TERMINAL_JOB_STATUSES, Doc, Store
+from paas.core.clock import now
+from paas.core.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
+from paas.core.store import ACTIVE_JOB_STATUSES, TERMINAL_JOB_STATUSES, Doc, Store
+from paas.execution.runner import TaskEvent
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from paas import schemas
-from paas.config import ENVIRONMENTS, Settings
-from paas.errors import ValidationError
+from paas.api import openapi as schemas
+from paas.core.config import ENVIRONMENTS, Settings
+from paas.core.errors import ValidationError
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 REF_RE = re.compile(r"[A-Za-z0-9._/][A-Za-z0-9._/-]{0,199}")
@@ -387,7 +387,7 @@ def parse_provision(body: Any, default_environment: str) -> ProvisionSpec:
     """Validate a ``POST /infra/provision`` body: ``{"environment"?, "variables"?}``.
 
     Variable names and value shapes only; what the environment's module declares is the service's
-    check (:meth:`paas.infra.TerraformEnvironment.check_variables`).
+    check (:meth:`paas.infra.environments.TerraformEnvironment.check_variables`).
     """
     if not isinstance(body, dict):
         raise ValidationError(

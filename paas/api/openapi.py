@@ -1,6 +1,6 @@
 """JSON Schemas of the API's bodies and its OpenAPI 3.1 document (served at ``GET /openapi.json``).
 
-The request schemas are the ones :mod:`paas.validation` enforces, so the document cannot drift from
+The request schemas are the ones :mod:`paas.apps.spec` enforces, so the document cannot drift from
 the checks; a unit test compares the document's paths with the registered routes.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from paas import __version__
-from paas.config import ENVIRONMENTS
+from paas.core.config import ENVIRONMENTS
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 # roles/app/tasks/assert.yml's alternatives (no host or user starting with '-'), then no whitespace,
@@ -343,7 +343,7 @@ _JSON_BODY_ERRORS = (400, 401, 409, 413, 415, 429, 503)
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every route of :mod:`paas.api`."""
+    """The OpenAPI 3.1 description of every route of :mod:`paas.api.routes`."""
     job_accepted = {"type": "object", "required": ["job"], "properties": {"job": _ref("Job")}}
     return {
         "openapi": "3.1.0",

@@ -36,7 +36,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from paas.store import write_atomically
+from paas.core.store import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import bottle
 
-from paas import schemas
-from paas.commands import CommandExecutor
-from paas.config import Settings, ensure_token, read_token
-from paas.errors import (
+from paas.api import openapi as schemas
+from paas.apps.spec import parse_empty
+from paas.core.config import Settings, ensure_token, read_token
+from paas.core.errors import (
     AuthenticationError,
     InternalError,
     MethodNotAllowedError,
@@ -35,9 +35,9 @@ from paas.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
-from paas.runner import AnsibleRunner, Runner
+from paas.execution.commands import CommandExecutor
+from paas.execution.runner import AnsibleRunner, Runner
 from paas.service import Service
-from paas.validation import parse_empty
 
 log = logging.getLogger(__name__)
 

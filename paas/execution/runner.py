@@ -35,15 +35,15 @@ from typing import Any, Protocol
 import ansible_runner
 import yaml
 
-from paas.config import Settings
-from paas.processes import kill_run_processes
+from paas.core.config import Settings
+from paas.core.processes import kill_run_processes
 
 log = logging.getLogger(__name__)
 
 VARS_FILE = "vars.yml"
 # The server's environment variables ansible-playbook may see (ansible-runner copies the whole
 # environment of the server and records it in artifacts/<ident>/command): every other one is blanked.
-# Cloud credentials are not here: only Terraform gets them (paas.terraform).
+# Cloud credentials are not here: only Terraform gets them (paas.infra.terraform).
 ALLOWED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "LANG", "SSH_AUTH_SOCK"})
 ALLOWED_ENV_PREFIXES = ("LC_",)
 # Variables of the server that would change what ansible-playbook runs or where: the platform sets its

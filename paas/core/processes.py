@@ -18,7 +18,7 @@ import os
 import signal
 from pathlib import Path
 
-from paas.config import SettingsError
+from paas.core.config import SettingsError
 
 log = logging.getLogger(__name__)
 

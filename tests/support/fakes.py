@@ -1,5 +1,5 @@
 """Fakes for tests and demos: a playbook runner (no Ansible, no Docker, the same contract as
-:class:`paas.runner.AnsibleRunner`: results, events, cancel) and a command executor that plays
+:class:`paas.execution.runner.AnsibleRunner`: results, events, cancel) and a command executor that plays
 Terraform and the inventory script (:class:`FakeExecutor`).
 
 The runner remembers what it "deployed" so ``status.yml`` reports it, and can be told to fail a deploy
@@ -18,9 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paas.clock import now
-from paas.commands import CommandRequest, CommandResult, LineSink
-from paas.runner import CancelCheck, EventSink, PlaybookRequest, PlaybookResult, RunStatus, TaskEvent
+from paas.core.clock import now
+from paas.execution.commands import CommandRequest, CommandResult, LineSink
+from paas.execution.runner import (
+    CancelCheck,
+    EventSink,
+    PlaybookRequest,
+    PlaybookResult,
+    RunStatus,
+    TaskEvent,
+)
 
 
 @dataclass
