@@ -49,17 +49,10 @@ from paas.core.errors import ConflictError, NotFoundError, ValidationError
 from paas.core.jobs import JobContext, JobManager, JobOutcome, JobSpec, JobStatus, public_job
 from paas.core.masking import Masker
 from paas.core.processes import DataDirLock, reap_orphans
+from paas.core.runs import RunStatus, TaskEvent
 from paas.core.store import ACTIVE_JOB_STATUSES, Doc, Store
 from paas.execution.commands import CommandExecutor, CommandRequest, SubprocessExecutor
-from paas.execution.runner import (
-    PlaybookRequest,
-    PlaybookResult,
-    Runner,
-    RunStatus,
-    TaskEvent,
-    prune_artifacts,
-    scrub_artifacts,
-)
+from paas.execution.runner import PlaybookRequest, PlaybookResult, Runner, prune_artifacts, scrub_artifacts
 from paas.infra.environments import (
     CommandStep,
     StaticEnvironment,

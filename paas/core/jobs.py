@@ -30,8 +30,8 @@ from typing import Any
 
 from paas.core.clock import now
 from paas.core.errors import ConflictError, NotFoundError, TooManyRequestsError, UnavailableError
+from paas.core.runs import TaskEvent
 from paas.core.store import ACTIVE_JOB_STATUSES, TERMINAL_JOB_STATUSES, Doc, Store
-from paas.execution.runner import TaskEvent
 
 log = logging.getLogger(__name__)
 

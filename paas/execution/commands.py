@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from paas.execution.runner import CancelCheck, RunStatus
+from paas.core.runs import CancelCheck, RunStatus
 
 log = logging.getLogger(__name__)
 

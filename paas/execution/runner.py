@@ -26,17 +26,17 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 import ansible_runner
-import yaml
 
 from paas.core.config import Settings
 from paas.core.processes import kill_run_processes
+from paas.core.runs import CancelCheck, EventSink, RunStatus, TaskEvent
+from paas.execution.extravars import render_extra_vars
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,6 @@ MESSAGE_MAX = 8000
 STDOUT_TAIL_LINES = 30
 
 
-class RunStatus(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    TIMEOUT = "timeout"
-
-
 @dataclass(frozen=True)
 class PlaybookRequest:
     """One playbook run. ``extravars`` may hold secrets: it is never logged nor kept on disk."""
@@ -85,16 +78,6 @@ class PlaybookRequest:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TaskEvent:
-    """One task result on one host: never the module's arguments or result."""
-
-    at: str
-    task: str
-    host: str
-    result: str
-
-
 @dataclass
 class PlaybookResult:
     status: RunStatus
@@ -111,10 +94,6 @@ class PlaybookResult:
     @property
     def ok(self) -> bool:
         return self.status is RunStatus.SUCCEEDED
-
-
-EventSink = Callable[[TaskEvent], None]
-CancelCheck = Callable[[], bool]
 
 
 class Runner(Protocol):
@@ -241,41 +220,6 @@ def host_key_failure(host: str, message: str) -> str | None:
             f"the host's (ssh: {SSH_HOST_KEY_UNKNOWN}); provision the environment with its host key"
         )
     return None
-
-
-class _Unsafe(str):
-    """A string Ansible must never template: written as ``!unsafe``."""
-
-
-class _VarsDumper(yaml.SafeDumper):
-    """YAML of extra vars: plain data, with ``!unsafe`` on request strings."""
-
-
-def _represent_unsafe(dumper: yaml.SafeDumper, data: _Unsafe) -> yaml.ScalarNode:
-    return dumper.represent_scalar("!unsafe", str(data), style='"')
-
-
-_VarsDumper.add_representer(_Unsafe, _represent_unsafe)
-
-
-def mark_unsafe(value: Any) -> Any:
-    """``value`` with every string in it (mapping keys too, at any depth) marked unsafe."""
-    if isinstance(value, str):
-        # Ansible reads an empty !unsafe scalar as null; an empty string holds no template anyway.
-        return _Unsafe(value) if value else value
-    if isinstance(value, Mapping):
-        return {mark_unsafe(str(k)): mark_unsafe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [mark_unsafe(v) for v in value]
-    return value
-
-
-def render_extra_vars(trusted: Mapping[str, Any], request: Mapping[str, Any]) -> str:
-    """The extra vars file: the operator's ``trusted`` variables as they are, under the request's,
-    whose strings are all ``!unsafe``. Top-level names are variable names (not data): kept plain."""
-    payload: dict[str, Any] = dict(trusted)
-    payload.update({str(name): mark_unsafe(value) for name, value in request.items()})
-    return yaml.dump(payload, Dumper=_VarsDumper, default_flow_style=False, allow_unicode=True)
 
 
 def _write_private(path: Path, text: str) -> None:

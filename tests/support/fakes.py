@@ -19,15 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from paas.core.clock import now
+from paas.core.runs import CancelCheck, EventSink, RunStatus, TaskEvent
 from paas.execution.commands import CommandRequest, CommandResult, LineSink
-from paas.execution.runner import (
-    CancelCheck,
-    EventSink,
-    PlaybookRequest,
-    PlaybookResult,
-    RunStatus,
-    TaskEvent,
-)
+from paas.execution.runner import PlaybookRequest, PlaybookResult
 
 
 @dataclass

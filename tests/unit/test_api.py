@@ -15,7 +15,8 @@ from support.fakes import FakeExecutor, FakeRunner, Reply, call_wsgi
 
 from paas.api.routes import Application, create_app
 from paas.core.config import Settings
-from paas.execution.runner import PlaybookRequest, PlaybookResult, RunStatus
+from paas.core.runs import RunStatus
+from paas.execution.runner import PlaybookRequest, PlaybookResult
 
 TOKEN = "unit-test-token-0123456789"
 SECRET = "s3cr3t-env-value-4711"

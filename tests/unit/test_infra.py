@@ -16,7 +16,8 @@ from support.fakes import FakeExecutor, FakeRunner, Reply, call_wsgi
 
 from paas.api.routes import Application, create_app
 from paas.core.config import REPO_ROOT, Settings
-from paas.execution.runner import PlaybookRequest, PlaybookResult, RunStatus
+from paas.core.runs import RunStatus
+from paas.execution.runner import PlaybookRequest, PlaybookResult
 from paas.infra.terraform import generate_host_key
 
 TOKEN = "infra-unit-test-token-0123456789"

@@ -20,8 +20,8 @@ from paas.core.jobs import (
     JobSpec,
     JobStatus,
 )
+from paas.core.runs import TaskEvent
 from paas.core.store import Store
-from paas.execution.runner import TaskEvent
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from support.fakes import FakeExecutor, FakeRunner, call_wsgi
 from paas.api.routes import create_app
 from paas.core.config import Settings
 from paas.core.masking import MASK, Masker
-from paas.execution.runner import TaskEvent
+from paas.core.runs import TaskEvent
 
 TOKEN = "unit-test-token-0123456789"
 

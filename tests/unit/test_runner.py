@@ -12,15 +12,9 @@ import pytest
 import yaml
 
 from paas.core.config import Settings
+from paas.core.runs import RunStatus, TaskEvent
 from paas.execution import runner as runner_module
-from paas.execution.runner import (
-    AnsibleRunner,
-    PlaybookRequest,
-    RunStatus,
-    TaskEvent,
-    prune_artifacts,
-    scrub_artifacts,
-)
+from paas.execution.runner import AnsibleRunner, PlaybookRequest, prune_artifacts, scrub_artifacts
 
 SECRET = "env-secret-9876"
 

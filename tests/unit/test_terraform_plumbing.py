@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from paas.core.config import REPO_ROOT, SettingsError, load_settings
+from paas.core.runs import RunStatus
 from paas.execution.commands import CommandRequest, SubprocessExecutor
-from paas.execution.runner import RunStatus
 from paas.infra import terraform as tf
 
 
