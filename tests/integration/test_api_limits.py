@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from api_fixtures import Server
+from components import require
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +104,11 @@ def test_connections_past_descriptor_1023_are_served(tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = MANY_CONNECTIONS + 100
     if soft != resource.RLIM_INFINITY and soft < wanted:
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            pytest.skip(f"the hard limit of open files ({hard}) is below {wanted}")
+        require(
+            hard == resource.RLIM_INFINITY or hard >= wanted,
+            f"a hard limit of open files of {wanted} or more (it is {hard})",
+            f"raise it (ulimit -Hn {wanted}, or LimitNOFILE= of the CI job's unit)",
+        )
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     try:
         env = {"PAAS_HTTP_CONNECTIONS": "1500"}

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from api_fixtures import base_image, docker, free_port, git, unique_name
+from components import require
 from engine import deploy_vars, remove, run_playbook, write_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures(base_image.__name__)]
@@ -298,8 +299,9 @@ def test_a_bad_limit_fails_fast_naming_it(case: str, tmp_path: Path) -> None:
 
 def test_more_cpus_than_the_host_has_fail_the_start_step_naming_it(tmp_path: Path) -> None:
     cpus = int(docker("info", "--format", "{{.NCPU}}")) + 1
-    if cpus > 64:
-        pytest.skip("this host has 64 CPUs or more: every valid app_cpus fits")
+    require(
+        cpus <= 64, "a host with fewer than 64 CPUs (else every valid app_cpus fits)", "run on such a host"
+    )
     name = unique_name("ct-cpus")
     repo = tmp_path / "repo"
     write_app(repo, "too greedy\n")

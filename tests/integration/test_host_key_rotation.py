@@ -26,15 +26,11 @@ from typing import Any
 
 import pytest
 from api_fixtures import FAST_VARS, REPO, Server, free_port
-from sshd_fixtures import SSHD, Sshd
+from components import HOST_PYTHON, OPENSSH_SERVER, PKILL, ROOT, SSH_KEYGEN, requires
+from sshd_fixtures import Sshd
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not SSHD.exists() or shutil.which("ssh-keygen") is None, reason="no openssh-server"),
-    pytest.mark.skipif(shutil.which("pkill") is None, reason="no pkill (procps)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the throwaway sshd logs in as root"),
-    pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="the host's Python is /usr/bin/python3"),
-]
+pytestmark = pytest.mark.integration
+needs = requires(OPENSSH_SERVER, SSH_KEYGEN, PKILL, ROOT, HOST_PYTHON)
 
 FAKE_TERRAFORM = """\
 #!{python}

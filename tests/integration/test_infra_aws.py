@@ -20,22 +20,15 @@ from typing import Any
 import api_fixtures
 import pytest
 from api_fixtures import FAST_VARS, Server
-
-from paas.infra.terraform import find_plugin_mirror, mirror_providers
+from components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 DEBIAN_ACCOUNT = "136693071363"
 SECRET_KEY = "canary-secret-access-key-7f3a9c"
 SESSION_TOKEN = "canary-session-token-d41d8c"
-MIRROR = find_plugin_mirror(None)
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        MIRROR is None or "registry.terraform.io/hashicorp/aws" not in mirror_providers(MIRROR),
-        reason="no provider mirror with hashicorp/aws (no registry in tests)",
-    ),
-    pytest.mark.skipif(not MOTO_SERVER.exists(), reason="moto_server is not installed"),
-]
+pytestmark = pytest.mark.integration
+# The mirror where the server finds it by itself (no registry in tests).
+needs = requires(TERRAFORM, AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN)
 
 
 @pytest.fixture(scope="module")

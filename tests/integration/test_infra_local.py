@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,14 +16,13 @@ import api_fixtures
 import pytest
 import requests
 from api_fixtures import REPO, Client, Server, docker, free_port, make_repo, unique_name
+from components import TERRAFORM, requires
 
 app_names = api_fixtures.app_names
 base_image = api_fixtures.base_image
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH"),
-]
+pytestmark = pytest.mark.integration
+needs = requires(TERRAFORM)
 
 
 @pytest.fixture(scope="module")

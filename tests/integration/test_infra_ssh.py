@@ -5,8 +5,6 @@ such, with Mitogen (a deploy) and with plain ssh (host.yml). Public ports 19000-
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +13,14 @@ import api_fixtures
 import pytest
 import requests
 from api_fixtures import Client, Server, free_port, make_repo, unique_name
-from sshd_fixtures import SSHD, Sshd
+from components import OPENSSH_SERVER, ROOT, SSH_KEYGEN, TERRAFORM, requires
+from sshd_fixtures import Sshd
 
 app_names = api_fixtures.app_names
 base_image = api_fixtures.base_image
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH"),
-    pytest.mark.skipif(not SSHD.exists() or shutil.which("ssh-keygen") is None, reason="no openssh-server"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the throwaway sshd logs in as root"),
-]
+pytestmark = pytest.mark.integration
+needs = requires(TERRAFORM, OPENSSH_SERVER, SSH_KEYGEN, ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE = REPO_ROOT / "terraform" / "aws"
@@ -52,7 +54,7 @@ SETUP_CALLS = 4
 
 
 def find_provider_mirror() -> Path | None:
-    """A filesystem mirror holding hashicorp/aws, or None (then the test is skipped: no registry)."""
+    """A filesystem mirror holding hashicorp/aws, or None (then the tests cannot run: no registry)."""
     default = Path("/opt/tf-plugins")
     if (default / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
         return default
@@ -69,15 +71,13 @@ def find_provider_mirror() -> Path | None:
 
 
 MIRROR = find_provider_mirror() if shutil.which("terraform") else None
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH"),
-    pytest.mark.skipif(MIRROR is None, reason="no filesystem mirror with the hashicorp/aws provider"),
-    pytest.mark.skipif(
-        not MOTO_SERVER.exists(), reason="moto_server is not installed (pip install 'moto[server]')"
-    ),
-    pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is not on PATH"),
-]
+pytestmark = pytest.mark.integration
+needs = requires(
+    TERRAFORM,
+    dataclasses.replace(AWS_PROVIDER_MIRROR, present=lambda: MIRROR is not None),
+    MOTO,
+    SSH_KEYGEN,
+)
 
 
 @dataclass(frozen=True)

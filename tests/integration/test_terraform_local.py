@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from components import ANSIBLE_INVENTORY, TERRAFORM, requires
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH"),
-]
+pytestmark = pytest.mark.integration
+needs = requires(TERRAFORM)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "inventory" / "terraform.py"
@@ -171,8 +169,7 @@ def test_ssh_environment_pins_its_host_key_and_destroy_empties_the_inventory(dat
 
 def test_ansible_reads_the_inventory(data_dir: Path) -> None:
     ansible_inventory = Path(sys.executable).with_name("ansible-inventory")
-    if not ansible_inventory.exists():
-        pytest.skip("ansible-inventory is not installed in this Python environment")
+    ANSIBLE_INVENTORY.require()
     init_and_apply(data_dir, "local")
     env = {
         "PATH": os.environ["PATH"],
