@@ -9,12 +9,27 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def setting(name: str, values: str) -> re.Pattern[str]:
+    """``name`` set to one of ``values``, however it is spelled: ssh options (``-o Name=no``, ``Name no``),
+    INI and YAML (``name = false``, ``name: "false"``), shell (``NAME=0``) and Python (``env["NAME"] =
+    "False"``, ``{"Name": "no"}``, ``f(Name="no")``, ``setdefault("NAME", "0")``): the name may be
+    followed by its closing quote and bracket, the value preceded by a quote."""
+    return re.compile(rf"{name}[\"']?\]?\s*[=:, ]\s*[\"']?({values})\b", re.IGNORECASE)
+
+
 FORBIDDEN = [
-    re.compile(r"StrictHostKeyChecking\s*[= ]\s*(no|off|false|accept-new)\b", re.IGNORECASE),
-    re.compile(r"host_key_checking\s*[=:]\s*(false|no|0)\b", re.IGNORECASE),
-    re.compile(r"ANSIBLE_HOST_KEY_CHECKING\s*[=:]\s*[\"']?(false|no|0)\b", re.IGNORECASE),
-    re.compile(r"UserKnownHostsFile\s*[= ]\s*/dev/null", re.IGNORECASE),
-    re.compile(r"check_host_keys\s*[=:]\s*[\"']?(ignore|accept)", re.IGNORECASE),
+    setting("StrictHostKeyChecking", "no|off|false|accept-new"),
+    setting("host_key_checking", "false|no|off|0"),
+    setting("ANSIBLE_HOST_KEY_CHECKING", "false|no|off|0"),
+    setting("UserKnownHostsFile", "/dev/null"),
+    setting("GlobalKnownHostsFile", "/dev/null"),
+    setting("check_host_keys", "ignore|accept"),
+    # paramiko: a client that accepts (or only warns about) an unknown host key.
+    re.compile(r"set_missing_host_key_policy\(\s*(paramiko\.)?(client\.)?(AutoAddPolicy|WarningPolicy)\b"),
+    # asyncssh: known_hosts=None turns the check off.
+    re.compile(r"known_hosts\s*=\s*None\b"),
 ]
 
 
@@ -43,21 +58,66 @@ def test_no_product_file_turns_host_key_checking_off(pattern: re.Pattern[str]) -
     assert offenders == []
 
 
-def test_the_checks_would_catch_the_usual_spellings() -> None:
-    samples = [
-        "-o StrictHostKeyChecking=no",
-        "StrictHostKeyChecking no",
-        "host_key_checking = False",
-        "host_key_checking: false",
-        "ANSIBLE_HOST_KEY_CHECKING=False",
-        'ANSIBLE_HOST_KEY_CHECKING: "false"',
-        "-o UserKnownHostsFile=/dev/null",
-    ]
-    for sample in samples:
-        assert any(p.search(sample) for p in FORBIDDEN), sample
-    for fine in (
-        "host_key_checking = True",
-        "StrictHostKeyChecking=yes",
-        'ANSIBLE_HOST_KEY_CHECKING": "True"',
-    ):
-        assert not any(p.search(fine) for p in FORBIDDEN), fine
+CAUGHT = [
+    # ssh options and config
+    "-o StrictHostKeyChecking=no",
+    "StrictHostKeyChecking no",
+    "StrictHostKeyChecking accept-new",
+    "-o UserKnownHostsFile=/dev/null",
+    "GlobalKnownHostsFile /dev/null",
+    # ansible.cfg, YAML, shell
+    "host_key_checking = False",
+    "host_key_checking: false",
+    "ansible_host_key_checking: no",
+    "ANSIBLE_HOST_KEY_CHECKING=False",
+    'ANSIBLE_HOST_KEY_CHECKING: "false"',
+    "check_host_keys: ignore",
+    # Python
+    'env["ANSIBLE_HOST_KEY_CHECKING"] = "False"',
+    "os.environ['ANSIBLE_HOST_KEY_CHECKING']='0'",
+    'os.environ.setdefault("ANSIBLE_HOST_KEY_CHECKING", "False")',
+    'env = {"ANSIBLE_HOST_KEY_CHECKING": "False", "PATH": path}',
+    'env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False")',
+    '{"host_key_checking": False}',
+    "run(inventory, host_key_checking=False)",
+    '{"StrictHostKeyChecking": "no"}',
+    'ssh_options = {\n    "StrictHostKeyChecking":\n        "no",\n}',
+    'connect(host, StrictHostKeyChecking="no")',
+    'options["UserKnownHostsFile"] = "/dev/null"',
+    '["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]',
+    'extravars["ansible_ssh_common_args"] = "-o StrictHostKeyChecking=no"',
+    'kwargs = {"check_host_keys": "ignore"}',
+    "client.set_missing_host_key_policy(paramiko.AutoAddPolicy())",
+    "client.set_missing_host_key_policy(WarningPolicy())",
+    "await asyncssh.connect(host, known_hosts=None)",
+]
+NOT_CAUGHT = [
+    "host_key_checking = True",
+    "StrictHostKeyChecking=yes",
+    "-o UserKnownHostsFile=/var/lib/paas/known_hosts/ssh -o StrictHostKeyChecking=yes",
+    'ANSIBLE_HOST_KEY_CHECKING": "True"',
+    'env["ANSIBLE_HOST_KEY_CHECKING"] = "True"',
+    'os.environ.setdefault("ANSIBLE_HOST_KEY_CHECKING", "1")',
+    '{"StrictHostKeyChecking": "yes", "UserKnownHostsFile": str(known_hosts)}',
+    'connect(host, StrictHostKeyChecking="yes")',
+    '{"host_key_checking": True}',
+    "check_host_keys: enforce",
+    "client.set_missing_host_key_policy(paramiko.RejectPolicy())",
+    "await asyncssh.connect(host, known_hosts=str(known_hosts))",
+    "SSH host keys are verified (`host_key_checking = True`); nothing turns it off.",
+]
+
+
+@pytest.mark.parametrize("sample", CAUGHT)
+def test_the_checks_catch_each_spelling(sample: str) -> None:
+    assert any(p.search(sample) for p in FORBIDDEN), sample
+
+
+@pytest.mark.parametrize("sample", NOT_CAUGHT)
+def test_the_checks_leave_what_keeps_checking(sample: str) -> None:
+    assert [p.pattern for p in FORBIDDEN if p.search(sample)] == [], sample
+
+
+def test_every_check_catches_a_sample() -> None:
+    """A pattern that catches no sample could be one that never matches anything."""
+    assert [p.pattern for p in FORBIDDEN if not any(p.search(s) for s in CAUGHT)] == []
