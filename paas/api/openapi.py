@@ -1,7 +1,8 @@
-"""JSON Schemas of the API's bodies and its OpenAPI 3.1 document (served at ``GET /openapi.json``).
+"""The OpenAPI 3.1 document of the API (served at ``GET /openapi.json``).
 
-The request schemas are the ones :mod:`paas.apps.spec` enforces, so the document cannot drift from
-the checks; a unit test compares the document's paths with the registered routes.
+It is assembled from the definitions the code uses: the request schemas :mod:`paas.apps.spec` and
+:mod:`paas.infra.requests` enforce, the app schema derived from :class:`paas.apps.model.PublicApp`,
+names and job ids from :mod:`paas.contract`. A unit test compares its paths with the registered routes.
 """
 
 from __future__ import annotations
@@ -9,130 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from paas import __version__
-from paas.core.config import ENVIRONMENTS
+from paas.apps.model import APP_SCHEMA
+from paas.apps.spec import DEPLOY_REQUEST
+from paas.contract import JOB_ID_PATTERN, NAME_PATTERN
+from paas.core.jobs import JOB_STATUSES
+from paas.infra.requests import DESTROY_REQUEST, PROVISION_REQUEST
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
-# roles/app/tasks/assert.yml's alternatives (no host or user starting with '-'), then no whitespace,
-# control character, '{' or '}', and no '::'.
-REPO_PATTERN = (
-    r"^(?!.*::)(?!-)(https://(?!-)[^/@:\s{}\x00-\x1f\x7f]+(:[0-9]+)?/"
-    r"|ssh://([A-Za-z0-9._][A-Za-z0-9._-]*@)?(?!-)[^/@:\s{}\x00-\x1f\x7f]+(:[0-9]+)?/"
-    r"|[A-Za-z0-9._][A-Za-z0-9._-]*@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s{}\x00-\x1f\x7f]|file:///)"
-    r"[^\s{}\x00-\x1f\x7f]*$"
-)
-# A container memory size in megabytes or gigabytes, at least 6m (Docker's own minimum).
-MEMORY_PATTERN = r"^(([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG])$"
-CPUS_MIN, CPUS_MAX = 0.01, 64
-PIDS_MIN, PIDS_MAX = 16, 65536
-JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
-APP_STATES = ("pending", "running", "unhealthy", "failed")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
 JOB_KINDS = ("deploy", "delete", "provision", "destroy", "check")
 INFRA_STATES = ("absent", "provisioning", "ready", "failed", "destroying")
 EVENT_RESULTS = ("ok", "changed", "failed", "skipped", "unreachable")
-FAILED_STEPS = ("clone", "build", "start", "health", "cutover")
-
-DEPLOY_REQUEST: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "repo", "port", "container_port"],
-    "properties": {
-        "name": {
-            "type": "string",
-            "pattern": NAME_PATTERN,
-            "not": {"const": "deploy"},
-            "description": "App name ('deploy' is reserved).",
-        },
-        "repo": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 2048,
-            "pattern": REPO_PATTERN,
-            "description": "Git URL: https://host/path, ssh://[user@]host/path, user@host:path or "
-            "file:///path (file:// only when the server allows it, under its PAAS_FILE_REPO_ROOTS; hosts "
-            "limited to PAAS_REPO_HOSTS when set). No whitespace, '{' or '}', no host starting with '-'.",
-        },
-        "port": {
-            "type": "integer",
-            "minimum": 1024,
-            "maximum": 65535,
-            "not": {"type": "integer", "minimum": 61000, "maximum": 63999},
-            "description": "Public port on the host (not within 61000-63999, the platform's internal range).",
-        },
-        "container_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "ref": {
-            "type": "string",
-            "maxLength": 200,
-            "pattern": r"^$|^(?!.*\.\.)[A-Za-z0-9._/][A-Za-z0-9._/-]{0,199}$",
-            "description": "Branch, tag or commit; empty for the default branch.",
-        },
-        "env": {
-            "type": "object",
-            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
-            "additionalProperties": {"type": "string", "pattern": r"^[^\x00]*$"},
-            "description": "Environment variables of the container. Values are never stored nor logged.",
-        },
-        "health_path": {"type": "string", "pattern": r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$"},
-        "context": {
-            "type": "string",
-            "pattern": r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$",
-            "description": "Build context: a directory of the repository (symlinks must resolve inside it).",
-        },
-        "resources": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "memory": {
-                    "type": "string",
-                    "pattern": MEMORY_PATTERN,
-                    "description": "Memory limit in m or g, e.g. 256m or 1g (at least 6m).",
-                },
-                "cpus": {"type": "number", "minimum": CPUS_MIN, "maximum": CPUS_MAX},
-                "pids": {"type": "integer", "minimum": PIDS_MIN, "maximum": PIDS_MAX},
-            },
-            "description": "Limits of the app's container; each one not given is the server's default "
-            "(PAAS_APP_MEMORY, PAAS_APP_CPUS, PAAS_APP_PIDS).",
-        },
-    },
-}
-
-VARIABLE_NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
-# Sizes are bounded by the body limit (64 KiB) alone.
-_TF_SCALAR: dict[str, Any] = {
-    "anyOf": [{"type": "string", "pattern": r"^[^\x00]*$"}, {"type": "number"}, {"type": "boolean"}]
-}
-
-PROVISION_REQUEST: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "environment": {
-            "enum": list(ENVIRONMENTS),
-            "description": "terraform/<environment>/ to apply; default: the server's PAAS_ENVIRONMENT.",
-        },
-        "variables": {
-            "type": "object",
-            "propertyNames": {"pattern": VARIABLE_NAME_PATTERN},
-            "additionalProperties": {
-                "anyOf": [
-                    _TF_SCALAR,
-                    {"type": "array", "items": _TF_SCALAR},
-                    {"type": "object", "additionalProperties": _TF_SCALAR},
-                ]
-            },
-            "description": "Terraform variables of the environment's module (strings, numbers, booleans, "
-            "or lists or maps of those). Values of variables whose name contains key, secret, token, "
-            "password, passphrase or credential are never stored nor shown; the others are kept for "
-            "later provisions and the destroy.",
-        },
-    },
-}
-
-DESTROY_REQUEST: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"force": {"type": "boolean", "description": "Remove every app first."}},
-}
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
@@ -181,79 +67,6 @@ JOB: dict[str, Any] = {
                     "task": {"type": "string"},
                     "host": {"type": "string"},
                     "result": {"enum": list(EVENT_RESULTS)},
-                },
-            },
-        },
-    },
-}
-
-APP: dict[str, Any] = {
-    "type": "object",
-    "required": [
-        "name",
-        "state",
-        "repo",
-        "ref",
-        "commit",
-        "port",
-        "container_port",
-        "health_path",
-        "url",
-        "created_at",
-        "updated_at",
-        "last_deploy",
-        "health",
-        "resources",
-    ],
-    "properties": {
-        "name": {"type": "string", "pattern": NAME_PATTERN},
-        "state": {"enum": list(APP_STATES)},
-        "repo": {"type": "string"},
-        "ref": {"type": "string"},
-        "commit": _NULLABLE_STRING,
-        "port": {"type": "integer"},
-        "container_port": {"type": "integer"},
-        "health_path": {"type": "string"},
-        "url": {"type": "string"},
-        "resources": {
-            "type": "object",
-            "required": ["memory", "cpus", "pids"],
-            "properties": {
-                "memory": {"type": "string"},
-                "cpus": {"type": "number"},
-                "pids": {"type": "integer"},
-            },
-            "description": "The container's limits (the server's defaults fill in).",
-        },
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "last_deploy": {
-            "type": ["object", "null"],
-            "required": ["job_id", "status", "started_at", "finished_at", "failed_step", "message"],
-            "properties": {
-                "job_id": {"type": "string"},
-                "status": {"enum": list(JOB_STATUSES)},
-                "started_at": _TIMESTAMP,
-                "finished_at": _TIMESTAMP,
-                "failed_step": _NULLABLE_STRING,
-                "message": _NULLABLE_STRING,
-            },
-        },
-        "health": {
-            "type": "object",
-            "required": ["checked_at", "attempts"],
-            "properties": {
-                "checked_at": _TIMESTAMP,
-                "attempts": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["code", "latency_ms"],
-                        "properties": {
-                            "code": {"type": ["integer", "null"]},
-                            "latency_ms": {"type": ["number", "null"]},
-                        },
-                    },
                 },
             },
         },
@@ -511,7 +324,7 @@ def openapi_document() -> dict[str, Any]:
                 "ProvisionRequest": PROVISION_REQUEST,
                 "DestroyRequest": DESTROY_REQUEST,
                 "Error": ERROR,
-                "App": APP,
+                "App": APP_SCHEMA,
                 "Job": JOB,
                 "Infra": INFRA,
             },

@@ -21,8 +21,7 @@ from typing import Any
 
 import bottle
 
-from paas.api import openapi as schemas
-from paas.apps.spec import parse_empty
+from paas.api.openapi import openapi_document
 from paas.core.config import Settings, ensure_token, read_token
 from paas.core.errors import (
     AuthenticationError,
@@ -35,6 +34,7 @@ from paas.core.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from paas.core.validation import parse_empty
 from paas.execution.commands import CommandExecutor
 from paas.execution.runner import AnsibleRunner, Runner
 from paas.service import Service
@@ -186,7 +186,7 @@ def build_routes(service: Service, token: str) -> bottle.Bottle:
 
     @route("/openapi.json", "GET")
     def openapi() -> Reply:
-        return 200, schemas.openapi_document()
+        return 200, openapi_document()
 
     # GET /apps serializes every app: keep the answer (plain and gzipped) until the store changes.
     apps_cache: dict[str, Any] = {"version": None, "body": b"", "gzip": b""}
@@ -194,13 +194,13 @@ def build_routes(service: Service, token: str) -> bottle.Bottle:
 
     @route("/apps", "GET")
     def list_apps() -> Reply:
-        version = service.store.version
+        version = service.apps.version
         with apps_cache_lock:
             cached = dict(apps_cache) if apps_cache["version"] == version else None
         if cached is None:
-            body = json.dumps({"apps": service.list_apps()}, separators=(",", ":")).encode("utf-8")
+            body = json.dumps({"apps": service.apps.list_apps()}, separators=(",", ":")).encode("utf-8")
             cached = {"version": version, "body": body, "gzip": gzip.compress(body, compresslevel=5)}
-            if service.store.version == version:  # nothing was written meanwhile: the answer is current
+            if service.apps.version == version:  # nothing was written meanwhile: the answer is current
                 with apps_cache_lock:
                     apps_cache.update(cached)
         if "gzip" in bottle.request.environ.get("HTTP_ACCEPT_ENCODING", ""):
@@ -209,31 +209,31 @@ def build_routes(service: Service, token: str) -> bottle.Bottle:
 
     @route("/apps/deploy", "POST")
     def deploy() -> Reply:
-        app_status, job = service.deploy(read_json(required=True))
+        app_status, job = service.apps.deploy(read_json(required=True))
         return 202, {"app": app_status, "job": job}, {"Location": f"/jobs/{job['id']}"}
 
     @route("/apps/<name>/status", "GET")
     def app_status(name: str) -> Reply:
-        return 200, service.app_status(name)
+        return 200, dict(service.apps.status(name))
 
     # "deploy" is not an app name (validation reserves it): /apps/deploy is only the deploy action.
     @route("/apps/<name:re:(?!deploy$)[^/]+>", "DELETE")
     def delete_app(name: str) -> Reply:
-        job = service.delete_app(name)
+        job = service.apps.delete(name)
         return 202, {"job": job}, {"Location": f"/jobs/{job['id']}"}
 
     @route("/infra", "GET")
     def infra() -> Reply:
-        return 200, service.infra()
+        return 200, service.infra.view()
 
     @route("/infra/provision", "POST")
     def provision() -> Reply:
-        job = service.provision(read_json(required=False))
+        job = service.infra.provision(read_json(required=False))
         return 202, {"job": job}, {"Location": f"/jobs/{job['id']}"}
 
     @route("/infra/destroy", "POST")
     def destroy() -> Reply:
-        job = service.destroy(read_json(required=False))
+        job = service.infra.destroy(read_json(required=False))
         return 202, {"job": job}, {"Location": f"/jobs/{job['id']}"}
 
     @route("/jobs/<id>", "GET")

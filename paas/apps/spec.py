@@ -1,6 +1,7 @@
 """The security boundary: JSON in, a typed spec out, or a :class:`ValidationError` naming each bad field.
 
-The rules are the ones ``roles/app/tasks/assert.yml`` enforces (so a request the API accepts is never
+The rules are the ones ``roles/app/tasks/assert.yml`` enforces (names, reserved names and
+ports from :mod:`paas.contract`) (so a request the API accepts is never
 refused by the playbook), matched against the whole value (``re.fullmatch``: no trailing newline slips
 through), plus the API's own: no unknown fields, no control characters.
 """
@@ -17,11 +18,98 @@ from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from paas.api import openapi as schemas
-from paas.core.config import ENVIRONMENTS, Settings
+from paas.contract import (
+    NAME_PATTERN,
+    PORT_MAX,
+    PORT_MIN,
+    RESERVED_NAMES,
+    SLOT_PORT_MAX,
+    SLOT_PORT_MIN,
+    check_name,
+    check_port,
+)
+from paas.core.config import Settings
 from paas.core.errors import ValidationError
+from paas.core.validation import require_object, schema_errors
 
-NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
+# roles/app/tasks/assert.yml's alternatives (no host or user starting with '-'), then no whitespace,
+# control character, '{' or '}', and no '::'.
+REPO_PATTERN = (
+    r"^(?!.*::)(?!-)(https://(?!-)[^/@:\s{}\x00-\x1f\x7f]+(:[0-9]+)?/"
+    r"|ssh://([A-Za-z0-9._][A-Za-z0-9._-]*@)?(?!-)[^/@:\s{}\x00-\x1f\x7f]+(:[0-9]+)?/"
+    r"|[A-Za-z0-9._][A-Za-z0-9._-]*@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s{}\x00-\x1f\x7f]|file:///)"
+    r"[^\s{}\x00-\x1f\x7f]*$"
+)
+# A container memory size in megabytes or gigabytes, at least 6m (Docker's own minimum).
+MEMORY_PATTERN = r"^(([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG])$"
+CPUS_MIN, CPUS_MAX = 0.01, 64
+PIDS_MIN, PIDS_MAX = 16, 65536
+DEPLOY_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "repo", "port", "container_port"],
+    "properties": {
+        "name": {
+            "type": "string",
+            "pattern": NAME_PATTERN,
+            "not": {"enum": sorted(RESERVED_NAMES)},
+            "description": f"App name ({', '.join(map(repr, sorted(RESERVED_NAMES)))} reserved).",
+        },
+        "repo": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 2048,
+            "pattern": REPO_PATTERN,
+            "description": "Git URL: https://host/path, ssh://[user@]host/path, user@host:path or "
+            "file:///path (file:// only when the server allows it, under its PAAS_FILE_REPO_ROOTS; hosts "
+            "limited to PAAS_REPO_HOSTS when set). No whitespace, '{' or '}', no host starting with '-'.",
+        },
+        "port": {
+            "type": "integer",
+            "minimum": PORT_MIN,
+            "maximum": PORT_MAX,
+            "not": {"type": "integer", "minimum": SLOT_PORT_MIN, "maximum": SLOT_PORT_MAX},
+            "description": f"Public port on the host (not within {SLOT_PORT_MIN}-{SLOT_PORT_MAX}, the "
+            "platform's internal range).",
+        },
+        "container_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "ref": {
+            "type": "string",
+            "maxLength": 200,
+            "pattern": r"^$|^(?!.*\.\.)[A-Za-z0-9._/][A-Za-z0-9._/-]{0,199}$",
+            "description": "Branch, tag or commit; empty for the default branch.",
+        },
+        "env": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"type": "string", "pattern": r"^[^\x00]*$"},
+            "description": "Environment variables of the container. Values are never stored nor logged.",
+        },
+        "health_path": {"type": "string", "pattern": r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}$"},
+        "context": {
+            "type": "string",
+            "pattern": r"^(?!(.*/)?\.\.(/|$))[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$",
+            "description": "Build context: a directory of the repository (symlinks must resolve inside it).",
+        },
+        "resources": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "memory": {
+                    "type": "string",
+                    "pattern": MEMORY_PATTERN,
+                    "description": "Memory limit in m or g, e.g. 256m or 1g (at least 6m).",
+                },
+                "cpus": {"type": "number", "minimum": CPUS_MIN, "maximum": CPUS_MAX},
+                "pids": {"type": "integer", "minimum": PIDS_MIN, "maximum": PIDS_MAX},
+            },
+            "description": "Limits of the app's container; each one not given is the server's default "
+            "(PAAS_APP_MEMORY, PAAS_APP_CPUS, PAAS_APP_PIDS).",
+        },
+    },
+}
+
+
 REF_RE = re.compile(r"[A-Za-z0-9._/][A-Za-z0-9._/-]{0,199}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HEALTH_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255}")
@@ -36,18 +124,10 @@ REPO_RE = re.compile(
     r"|file://(?P<p4>/.*)",
     re.DOTALL,
 )
-MEMORY_RE = re.compile(schemas.MEMORY_PATTERN.strip("^$"))
-
+MEMORY_RE = re.compile(MEMORY_PATTERN.strip("^$"))
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 REPO_MAX = 2048
-PORT_MIN, PORT_MAX = 1024, 65535
-SLOT_PORT_MIN, SLOT_PORT_MAX = 61000, 63999
-
-VARIABLE_NAME_RE = re.compile(schemas.VARIABLE_NAME_PATTERN.strip("^$"))
-_DEPLOY_VALIDATOR = Draft202012Validator(schemas.DEPLOY_REQUEST)
-_DESTROY_VALIDATOR = Draft202012Validator(schemas.DESTROY_REQUEST)
-
-_TYPE_WORDS = {"string": "a string", "integer": "an integer", "object": "an object", "boolean": "a boolean"}
+_DEPLOY_VALIDATOR = Draft202012Validator(DEPLOY_REQUEST)
 
 
 @dataclass(frozen=True)
@@ -124,57 +204,6 @@ class DeploySpec:
         }
 
 
-def _field_of(path: list[Any] | Any) -> str:
-    parts = [str(p) for p in path]
-    return ".".join(parts) if parts else "body"
-
-
-# Constraints the Python rules below judge with better words (and without echoing the value).
-_RULE_VALIDATORS = frozenset({"pattern", "minimum", "maximum", "minLength", "maxLength"})
-
-
-def _schema_errors(validator: Draft202012Validator, body: Any) -> tuple[dict[str, str], set[str]]:
-    """Structural errors (missing, unknown, wrong type), one reason per field; and the fields that
-    broke a value constraint, for the rules to explain."""
-    fields: dict[str, str] = {}
-    constrained: set[str] = set()
-    for error in sorted(validator.iter_errors(body), key=lambda e: [str(p) for p in e.absolute_path]):
-        where = list(error.absolute_path)
-        if error.validator == "required" and isinstance(error.instance, dict):
-            for name in error.validator_value:
-                if name not in error.instance:
-                    fields.setdefault(_field_of([*where, name]), "is required")
-        elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = error.schema.get("properties", {})
-            for name in error.instance:
-                if name not in known:
-                    fields.setdefault(_field_of([*where, name]), "is not a known field")
-        elif error.validator == "propertyNames":
-            fields.setdefault(_field_of(where), "variable names must match ^[A-Za-z_][A-Za-z0-9_]*$")
-        elif error.validator == "type":
-            expected = error.validator_value
-            word = _TYPE_WORDS.get(expected, expected) if isinstance(expected, str) else "of another type"
-            fields.setdefault(_field_of(where), f"must be {word}")
-        elif error.validator in _RULE_VALIDATORS:
-            constrained.add(_field_of(where))
-        else:
-            fields.setdefault(_field_of(where), "is invalid")
-    return fields, constrained
-
-
-# Names that are routes of the API (/apps/deploy).
-RESERVED_NAMES = frozenset({"deploy"})
-
-
-def check_name(name: Any) -> str | None:
-    """Why ``name`` is not a valid app name, or None."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        return "must match ^[a-z][a-z0-9-]{0,30}$"
-    if name in RESERVED_NAMES:
-        return f"{name!r} is reserved"
-    return None
-
-
 def check_repo(repo: str, policy: RepoPolicy | None = None) -> str | None:
     """Why ``repo`` may not be cloned, or None. Without a policy: the playbook's own rules (any host,
     ``file://`` anywhere)."""
@@ -233,17 +262,13 @@ def _check_resources(body: Any, fields: dict[str, str]) -> Resources:
     pids = _real(body.get("pids"))
     if "resources.memory" not in fields and isinstance(memory, str) and not MEMORY_RE.fullmatch(memory):
         fields["resources.memory"] = "must be a size in m or g such as 256m or 1g, at least 6m"
-    if (
-        "resources.cpus" not in fields
-        and cpus is not None
-        and not schemas.CPUS_MIN <= cpus <= schemas.CPUS_MAX
-    ):
-        fields["resources.cpus"] = f"must be within {schemas.CPUS_MIN:g}-{schemas.CPUS_MAX}"
+    if "resources.cpus" not in fields and cpus is not None and not CPUS_MIN <= cpus <= CPUS_MAX:
+        fields["resources.cpus"] = f"must be within {CPUS_MIN:g}-{CPUS_MAX}"
     if "resources.pids" not in fields and pids is not None:
         if not pids.is_integer():
             fields["resources.pids"] = "must be an integer"
-        elif not schemas.PIDS_MIN <= pids <= schemas.PIDS_MAX:
-            fields["resources.pids"] = f"must be within {schemas.PIDS_MIN}-{schemas.PIDS_MAX}"
+        elif not PIDS_MIN <= pids <= PIDS_MAX:
+            fields["resources.pids"] = f"must be within {PIDS_MIN}-{PIDS_MAX}"
     return Resources(
         memory=memory.lower() if isinstance(memory, str) else None,
         cpus=cpus,
@@ -255,14 +280,6 @@ def _real(value: Any) -> float | None:
     """A JSON number as a float (None for anything else; booleans are not numbers)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    return None
-
-
-def check_port(port: int) -> str | None:
-    if not PORT_MIN <= port <= PORT_MAX:
-        return f"must be within {PORT_MIN}-{PORT_MAX}"
-    if SLOT_PORT_MIN <= port <= SLOT_PORT_MAX:
-        return f"is reserved for the platform's internal container ports ({SLOT_PORT_MIN}-{SLOT_PORT_MAX})"
     return None
 
 
@@ -306,11 +323,8 @@ def _check_env(env: Mapping[str, Any], fields: dict[str, str]) -> None:
 
 def parse_deploy(body: Any, policy: RepoPolicy | None = None) -> DeploySpec:
     """Validate a ``POST /apps/deploy`` body (``repo`` against the server's ``policy``)."""
-    if not isinstance(body, dict):
-        raise ValidationError(
-            "the request body must be a JSON object", fields={"body": "must be a JSON object"}
-        )
-    fields, constrained = _schema_errors(_DEPLOY_VALIDATOR, body)
+    require_object(body)
+    fields, constrained = schema_errors(_DEPLOY_VALIDATOR, body)
 
     def rule(name: str, kind: type, check: Any) -> None:
         value = body.get(name)
@@ -355,83 +369,4 @@ def parse_deploy(body: Any, policy: RepoPolicy | None = None) -> DeploySpec:
         health_path=body.get("health_path", "/"),
         context=body.get("context", "."),
         resources=resources,
-    )
-
-
-@dataclass(frozen=True)
-class ProvisionSpec:
-    """A valid provision request. ``variables`` may hold secrets: never logged."""
-
-    environment: str
-    variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-
-def _scalar_reason(value: Any) -> str | None:
-    if isinstance(value, bool | int | float):
-        return None
-    if isinstance(value, str):
-        return "must not contain NUL characters" if "\x00" in value else None
-    return "must be a string, a number, a boolean, or a list or an object of those"
-
-
-def _variable_reason(value: Any) -> str | None:
-    """Why a Terraform variable's value is not accepted (a scalar, or a list or map of scalars)."""
-    if isinstance(value, list):
-        return next((r for r in map(_scalar_reason, value) if r), None)
-    if isinstance(value, dict):
-        return next((r for r in map(_scalar_reason, value.values()) if r), None)
-    return _scalar_reason(value)
-
-
-def parse_provision(body: Any, default_environment: str) -> ProvisionSpec:
-    """Validate a ``POST /infra/provision`` body: ``{"environment"?, "variables"?}``.
-
-    Variable names and value shapes only; what the environment's module declares is the service's
-    check (:meth:`paas.infra.environments.TerraformEnvironment.check_variables`).
-    """
-    if not isinstance(body, dict):
-        raise ValidationError(
-            "the request body must be a JSON object", fields={"body": "must be a JSON object"}
-        )
-    fields: dict[str, str] = {}
-    for name in body:
-        if name not in ("environment", "variables"):
-            fields[name if len(str(name)) <= 64 else "body"] = "is not a known field"
-    environment = body.get("environment", default_environment)
-    if environment not in ENVIRONMENTS:
-        fields["environment"] = f"must be one of {', '.join(ENVIRONMENTS)}"
-    variables = body.get("variables", {})
-    if not isinstance(variables, dict):
-        fields["variables"] = "must be an object"
-        variables = {}
-    for name, value in variables.items():
-        if not VARIABLE_NAME_RE.fullmatch(name):
-            fields.setdefault("variables", "names must match ^[a-z_][a-z0-9_]*$ (at most 64 characters)")
-            continue
-        reason = _variable_reason(value)
-        if reason:
-            fields[f"variables.{name}"] = reason
-    if fields:
-        raise ValidationError("the provision request is invalid: " + ", ".join(sorted(fields)), fields=fields)
-    return ProvisionSpec(environment=str(environment), variables=dict(variables))
-
-
-def parse_destroy(body: Any) -> bool:
-    """Validate a ``POST /infra/destroy`` body (``{}`` or ``{"force": bool}``); returns ``force``."""
-    if not isinstance(body, dict):
-        raise ValidationError(
-            "the request body must be a JSON object", fields={"body": "must be a JSON object"}
-        )
-    fields, _ = _schema_errors(_DESTROY_VALIDATOR, body)
-    if fields:
-        raise ValidationError("the destroy request is invalid: " + ", ".join(sorted(fields)), fields=fields)
-    return bool(body.get("force", False))
-
-
-def parse_empty(body: Any) -> None:
-    """Bodies of actions that take no input: an empty JSON object (the API reads no body as ``{}``)."""
-    if body == {}:
-        return
-    raise ValidationError(
-        "this request takes no body (or an empty JSON object)", fields={"body": "must be empty"}
     )

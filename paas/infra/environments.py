@@ -45,8 +45,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +55,7 @@ from paas.core.config import Settings
 from paas.core.store import write_atomically
 from paas.infra import host_keys
 from paas.infra import terraform as tf
+from paas.infra.steps import CommandStep, PlaybookStep, Step, StepError
 
 if TYPE_CHECKING:
     from paas.execution.runner import PlaybookResult
@@ -73,54 +73,6 @@ SERVER_VARIABLES = {"aws": ("ssh_host_key",)}
 ROTATING = frozenset({"aws"})
 ROTATE_VARIABLE = "sshd_host_key_rotate"
 ROTATED_KEY_FACT = "sshd_host_key_report"
-
-
-class StepError(Exception):
-    """What a step produced cannot be used: the job fails with this message."""
-
-
-@dataclass(frozen=True)
-class PlaybookStep:
-    """Run a playbook of the repository (against ``inventory``, default the server's).
-
-    ``after`` gets the result (its ``capture_facts`` among them) whether the playbook succeeded or
-    not; it may raise :class:`StepError` (then the step fails with that message) and returns the task
-    of an event to record (None: none).
-    """
-
-    playbook: str
-    description: str
-    extravars: Mapping[str, Any] = field(default_factory=dict)
-    inventory: Path | None = None
-    # Environment variables for ansible-playbook and the inventory script.
-    env: Mapping[str, str] = field(default_factory=dict)
-    # The job's failed_step when this step fails.
-    name: str = "host"
-    capture_facts: tuple[str, ...] = ()
-    after: Callable[[PlaybookResult], str | None] | None = None
-
-
-@dataclass(frozen=True)
-class CommandStep:
-    """Run a program (argv, never a shell string) with the environment ``env`` (its whole environment).
-
-    ``progress`` turns an output line into a job event ``(task, result)`` (or None); ``capture``
-    collects stdout instead, for ``after``, which runs when the program succeeded, may raise
-    :class:`StepError`, and returns the task of the step's closing event (None: no event).
-    """
-
-    argv: tuple[str, ...]
-    description: str
-    name: str
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
-    cwd: Path | None = None
-    timeout: float | None = None
-    capture: bool = False
-    progress: Callable[[str], tuple[str, str] | None] | None = None
-    after: Callable[[str], str | None] | None = None
-
-
-Step = PlaybookStep | CommandStep
 
 
 class StaticEnvironment:

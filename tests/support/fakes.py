@@ -94,6 +94,8 @@ class FakeRunner:
                 failed_task=f"Fail the deploy at step {step}",
                 failed_host="localhost",
                 message=f"deploy of '{name}' failed at step '{step}': {reason}",
+                # As the app role hands a failure back (roles/app/tasks/fail.yml).
+                facts={"app_deploy_failure": {"step": step, "reason": reason, "log_tail": ""}},
             )
         with self._lock:
             self._commits += 1
@@ -148,6 +150,8 @@ class FakeRunner:
                     rc=2,
                     failed_task="Fail for an app that is not on this host",
                     message=f"app '{name}' is not deployed on this host",
+                    # As the app role says it: an empty report, then the failure.
+                    facts={"app_status_report": []},
                 )
             entries = [self.report(apps[name])]
         else:

@@ -174,7 +174,7 @@ def test_app_jobs_run_against_the_provisioned_environment_and_keep_doing_so_afte
     deploy = next(c for c in reversed(api.runner.calls) if c.playbook == "playbooks/deploy.yml")
     assert deploy.inventory == TERRAFORM_INVENTORY and deploy.env["PAAS_TERRAFORM_ENV"] == "ssh"
     # The health monitor too.
-    api.app.service.check_health()
+    api.app.service.monitor.check_health()
     status = api.runner.calls[-1]
     assert status.playbook == "playbooks/status.yml" and status.inventory == TERRAFORM_INVENTORY
 

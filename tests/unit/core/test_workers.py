@@ -15,13 +15,13 @@ from paas.core.jobs import (
     INTERRUPTED_MESSAGE,
     QUEUE_FULL_RETRY_AFTER,
     JobContext,
-    JobManager,
     JobOutcome,
     JobSpec,
     JobStatus,
 )
 from paas.core.runs import TaskEvent
 from paas.core.store import Store
+from paas.core.workers import JobManager
 
 
 @pytest.fixture

@@ -7,18 +7,11 @@ from typing import Any
 
 import pytest
 
-from paas.apps.spec import (
-    DeploySpec,
-    ProvisionSpec,
-    RepoPolicy,
-    Resources,
-    parse_deploy,
-    parse_destroy,
-    parse_empty,
-    parse_provision,
-)
+from paas.apps.spec import DeploySpec, RepoPolicy, Resources, parse_deploy
 from paas.core.config import Settings
 from paas.core.errors import ValidationError
+from paas.core.validation import parse_empty
+from paas.infra.requests import ProvisionSpec, parse_destroy, parse_provision
 
 GOOD: dict[str, Any] = {
     "name": "web",

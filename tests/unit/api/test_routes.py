@@ -249,13 +249,13 @@ def test_deploys_wait_while_the_infrastructure_changes(api: Api, runner: FakeRun
 def test_monitor_moves_apps_between_states(api: Api, runner: FakeRunner) -> None:
     api.deploy()
     runner.deployed["web"].state = "unhealthy"
-    api.app.service.check_health()
+    api.app.service.monitor.check_health()
     assert api.state() == "unhealthy"
     runner.deployed["web"].state = "running"
-    api.app.service.check_health()
+    api.app.service.monitor.check_health()
     assert api.state() == "running"
     del runner.deployed["web"]
-    api.app.service.check_health()
+    api.app.service.monitor.check_health()
     assert api.state() == "failed"
 
 
@@ -272,7 +272,7 @@ def test_monitor_discards_results_of_apps_with_a_new_job(api: Api, runner: FakeR
         return result
 
     runner.run = run_then_redeploy  # type: ignore[method-assign]
-    api.app.service.check_health()
+    api.app.service.monitor.check_health()
     assert api.state() == "running"
     assert runner.gate is not None
     runner.gate.set()
@@ -485,7 +485,7 @@ def test_500_is_opaque_and_logged(
     def explode() -> None:
         raise RuntimeError("internal detail /etc/secret")
 
-    monkeypatch.setattr(api.app.service, "list_apps", explode)
+    monkeypatch.setattr(api.app.service.apps, "list_apps", explode)
     with caplog.at_level(logging.ERROR, logger="paas.api.routes"):
         reply = api("GET", "/apps")
     assert reply.status == 500

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = REPO_ROOT / "inventory" / "terraform.py"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOcwv5GFGZkiRFfv0RYZ76N+bls+KLqD619RxQ1T4/Xo"
 HOSTS_TYPE = [
