@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import ansible_runner
 
 from paas.core.config import Settings
+from paas.core.files import write_private
 from paas.core.processes import kill_run_processes
 from paas.core.runs import CancelCheck, EventSink, RunStatus, TaskEvent
 from paas.execution.extravars import render_extra_vars
@@ -222,12 +223,6 @@ def host_key_failure(host: str, message: str) -> str | None:
     return None
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def _allowed_env(name: str) -> bool:
     return (
         name in ALLOWED_ENV
@@ -279,7 +274,7 @@ class AnsibleRunner:
         vars_file = private / VARS_FILE
         collector = _Collector(request, on_event)
         try:
-            _write_private(vars_file, render_extra_vars(settings.extra_vars, request.extravars))
+            write_private(vars_file, render_extra_vars(settings.extra_vars, request.extravars))
             runner = ansible_runner.run(
                 private_data_dir=str(private),
                 project_dir=str(settings.repo_root),

@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from paas.core.config import Settings
+from paas.core.files import write_private
+from paas.core.masking import Masker
 from paas.core.store import write_atomically
 from paas.infra import host_keys
 from paas.infra import terraform as tf
@@ -192,7 +194,7 @@ class TerraformEnvironment:
         var_file = ws.run_dir / f"{token}.tfvars.json"
         plan_file = ws.run_dir / f"{token}.tfplan"
         try:
-            tf.write_private(var_file, tf.variables_file_text({**variables, **server_vars}))
+            write_private(var_file, tf.variables_file_text({**variables, **server_vars}))
             environ = os.environ if self._environ is None else self._environ
             yield Session(
                 self,
@@ -200,7 +202,7 @@ class TerraformEnvironment:
                 env=tf.process_env(environ, ws),
                 var_file=var_file,
                 plan_file=plan_file,
-                redact=tf.Redactor.for_variables(variables, generated),
+                redact=tf.secret_masker(variables, generated),
             )
         finally:
             var_file.unlink(missing_ok=True)
@@ -212,8 +214,8 @@ class TerraformEnvironment:
         public_path = path.with_name(path.name + ".pub")
         if not (path.is_file() and public_path.is_file()):
             private, public = tf.generate_host_key(f"paas-{self.name}")
-            tf.write_private(path, private)
-            tf.write_private(public_path, public + "\n")
+            write_private(path, private)
+            write_private(public_path, public + "\n")
             log.info("generated the SSH host key of the %s environment's host: %s", self.name, public)
         return path.read_text(encoding="utf-8"), public_path.read_text(encoding="utf-8").strip()
 
@@ -248,7 +250,7 @@ class Session:
         env: Mapping[str, str],
         var_file: Path,
         plan_file: Path,
-        redact: tf.Redactor,
+        redact: Masker,
     ) -> None:
         self.environment = environment
         self.redact = redact

@@ -12,14 +12,13 @@ environment ``<env>`` (a root module ``terraform/<env>/``) the layout in the dat
 
 Variables reach Terraform through a 0600 ``-var-file`` deleted after the run, never on the command
 line. Variables whose name says they may be secret (:func:`is_secret_name`) are never stored, and their
-values are masked in anything shown (:class:`Redactor`); so is anything Terraform prints about a
+values are masked in anything shown (:func:`secret_masker`); so is anything Terraform prints about a
 variable's value.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from paas.core.masking import Masker
 
 # A variable whose name says it may hold a secret: never stored, masked wherever it could show.
 SECRET_NAME_RE = re.compile(r"key|secret|token|password|passphrase|credential")
@@ -157,36 +158,16 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-class Redactor:
+# Secret values this short would mask ordinary words; they are not worth hiding (and Terraform's
+# value dumps are dropped anyway).
+SECRET_MIN = 4
+
+
+def secret_masker(variables: Mapping[str, Any], extra: Iterable[str] = ()) -> Masker:
     """Masks secret values (those of secret-named variables, keys the server made) in text shown to
     anyone: job events and messages."""
-
-    MASK = "***"
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another is masked whole. Very short values would mask
-        # ordinary words; they are not worth hiding (and Terraform's value dumps are dropped anyway).
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    @classmethod
-    def for_variables(cls, variables: Mapping[str, Any], extra: Iterable[str] = ()) -> Redactor:
-        values = [s for name, value in variables.items() if is_secret_name(name) for s in _strings(value)]
-        return cls([*values, *extra])
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, self.MASK)
-        return text
-
-
-def write_private(path: Path, text: str) -> None:
-    """Create or replace ``path`` with ``text``, mode 0600 from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text)
+    values = [s for name, value in variables.items() if is_secret_name(name) for s in _strings(value)]
+    return Masker([*values, *extra], minimum=SECRET_MIN)
 
 
 def variables_file_text(variables: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from paas.core.config import REPO_ROOT, SettingsError, load_settings
+from paas.core.files import write_private
 from paas.core.runs import RunStatus
 from paas.execution.commands import CommandRequest, SubprocessExecutor
 from paas.infra import terraform as tf
@@ -124,7 +125,7 @@ def test_secret_names(name: str, secret: bool) -> None:
 
 
 def test_redactor_masks_secret_values_longest_first() -> None:
-    redact = tf.Redactor.for_variables(
+    redact = tf.secret_masker(
         {"db_password": "hunter2", "api_token": "hunter2-and-more", "user": "root", "key_ids": [12345, "ab"]}
     )
     assert redact("hunter2-and-more, hunter2, root, 12345, ab") == "***, ***, root, ***, ab"
@@ -138,7 +139,7 @@ def test_variables_file_has_one_variable_per_line() -> None:
 
 def test_write_private_is_0600_from_the_start(tmp_path: Path) -> None:
     path = tmp_path / "d" / "f"
-    tf.write_private(path, "x")
+    write_private(path, "x")
     assert path.stat().st_mode & 0o777 == 0o600 and path.read_text() == "x"
 
 
