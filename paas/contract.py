@@ -26,7 +26,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 _CONTRACT = _load(CONTRACT_FILE)
 
-# ^[a-z][a-z0-9-]{0,30}$: an app name (a DNS label short enough for container and file names).
+# An app name: a DNS label short enough for container and file names.
 NAME_PATTERN: str = _CONTRACT["name_pattern"]
 # Names that are routes of the API (/apps/deploy): never app names.
 RESERVED_NAMES: frozenset[str] = frozenset(_CONTRACT["reserved_names"])

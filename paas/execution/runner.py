@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import ansible_runner
 
+from paas.contract import JOB_ID_PATTERN
 from paas.core.config import Settings
 from paas.core.files import write_private
 from paas.core.processes import kill_run_processes
@@ -331,7 +332,7 @@ def scrub_artifacts(artifacts_dir: Path) -> None:
             shutil.rmtree(events, ignore_errors=True)
 
 
-JOB_DIR_RE = re.compile(r"([0-9a-f]{32})(\.[0-9]+)?")
+JOB_DIR_RE = re.compile("(" + JOB_ID_PATTERN.strip("^$") + r")(\.[0-9]+)?")
 
 
 def prune_artifacts(artifacts_dir: Path, keep: int, *, in_use: Iterable[str] = ()) -> None:
