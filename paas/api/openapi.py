@@ -13,7 +13,7 @@ from paas import __version__
 from paas.apps.model import APP_SCHEMA
 from paas.apps.spec import DEPLOY_REQUEST
 from paas.contract import JOB_ID_PATTERN, NAME_PATTERN
-from paas.core.jobs import JOB_STATUSES
+from paas.core.jobs import JOB_STATUSES, PUBLIC_FIELDS
 from paas.infra.requests import DESTROY_REQUEST, PROVISION_REQUEST
 
 JOB_KINDS = ("deploy", "delete", "provision", "destroy", "check")
@@ -35,18 +35,7 @@ ERROR: dict[str, Any] = {
 
 JOB: dict[str, Any] = {
     "type": "object",
-    "required": [
-        "id",
-        "kind",
-        "app",
-        "status",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "failed_step",
-        "message",
-        "events",
-    ],
+    "required": list(PUBLIC_FIELDS),
     "properties": {
         "id": {"type": "string", "pattern": JOB_ID_PATTERN},
         "kind": {"enum": list(JOB_KINDS)},
