@@ -132,6 +132,7 @@ def test_provision_deploy_refused_destroy_forced_destroy(
     # Nothing in the repository's module dir but the module.
     assert sorted(p.name for p in (REPO / "terraform" / "local").iterdir()) == [
         "README.md",
+        "examples",
         "main.tf",
         "outputs.tf",
         "variables.tf",

@@ -22,7 +22,7 @@ needs = requires(TERRAFORM)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "inventory" / "terraform.py"
-MODULE_FILES = ["README.md", "main.tf", "outputs.tf", "variables.tf", "versions.tf"]
+MODULE_FILES = ["README.md", "examples", "main.tf", "outputs.tf", "variables.tf", "versions.tf"]
 
 
 @pytest.fixture
