@@ -20,8 +20,8 @@ from typing import Any
 
 from paas.core.clock import now
 from paas.core.runs import CancelCheck, EventSink, RunStatus, TaskEvent
-from paas.execution.commands import CommandRequest, CommandResult, LineSink
-from paas.execution.runner import PlaybookRequest, PlaybookResult
+from paas.execution.commands import CommandExecutor, CommandRequest, CommandResult, LineSink
+from paas.execution.runner import PlaybookRequest, PlaybookResult, Runner
 
 
 @dataclass
@@ -364,3 +364,8 @@ def call_wsgi(
         if close is not None:
             close()
     return Reply(status=seen["status"], headers=seen["headers"], body=data)
+
+
+def _follow_the_protocols() -> tuple[Runner, CommandExecutor]:
+    """Never called: strict mypy checks here that the fakes stand in for the real runner and executor."""
+    return FakeRunner(), FakeExecutor()
