@@ -20,7 +20,7 @@ Environment:
 SSH hosts are pinned to <data>/known_hosts/<env> (StrictHostKeyChecking=yes) when that file exists;
 host key checking is never turned off. --known-hosts prints the keys the outputs report; for aws that is
 the bootstrap key, which playbooks/host.yml replaces with a key made on the host: the Mini PaaS server
-then pins that key instead (it keeps a record of it, see paas/host_keys.py), so do not overwrite a
+then pins that key instead (it keeps a record of it, see paas/infra/host_keys.py), so do not overwrite a
 known_hosts file with this output once the key was replaced.
 
 An SSH user other than root gets `ansible_become: true` (the roles need root). `python_interpreter`
@@ -114,7 +114,7 @@ def read_settings(environ: Mapping[str, str]) -> Settings:
             f"PAAS_TERRAFORM_ENV={environment!r} is not an environment name "
             "(a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-')"
         )
-    # The same rule as the service's settings (paas/config.py).
+    # The same rule as the service's settings (paas/core/config.py).
     if environ.get("PAAS_DATA_DIR"):
         data_dir = Path(environ["PAAS_DATA_DIR"])
     elif environ.get("XDG_DATA_HOME"):
