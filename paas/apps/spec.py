@@ -28,7 +28,7 @@ from paas.contract import (
     check_name,
     check_port,
 )
-from paas.core.config import Settings
+from paas.core.config import MEMORY_PATTERN, MEMORY_RE, Settings
 from paas.core.errors import ValidationError
 from paas.core.validation import require_object, schema_errors
 
@@ -40,10 +40,9 @@ REPO_PATTERN = (
     r"|[A-Za-z0-9._][A-Za-z0-9._-]*@[A-Za-z0-9.][A-Za-z0-9.-]*:[^\s{}\x00-\x1f\x7f]|file:///)"
     r"[^\s{}\x00-\x1f\x7f]*$"
 )
-# A container memory size in megabytes or gigabytes, at least 6m (Docker's own minimum).
-MEMORY_PATTERN = r"^(([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG])$"
 CPUS_MIN, CPUS_MAX = 0.01, 64
 PIDS_MIN, PIDS_MAX = 16, 65536
+
 DEPLOY_REQUEST: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -124,7 +123,6 @@ REPO_RE = re.compile(
     r"|file://(?P<p4>/.*)",
     re.DOTALL,
 )
-MEMORY_RE = re.compile(MEMORY_PATTERN.strip("^$"))
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 REPO_MAX = 2048
 _DEPLOY_VALIDATOR = Draft202012Validator(DEPLOY_REQUEST)

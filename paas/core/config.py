@@ -82,8 +82,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 ENVIRONMENTS = ("local", "ssh", "aws")
 MIRROR_OFF = ("off", "none")
-# A container memory size in megabytes or gigabytes, at least 6m (as paas.api.openapi.MEMORY_PATTERN).
-MEMORY_RE = re.compile(r"([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG]")
+# A container memory size in megabytes or gigabytes, at least 6m (Docker's own minimum): the setting's
+# rule and the deploy request's (paas.apps.spec).
+MEMORY_PATTERN = r"^(([6-9]|[1-9][0-9]{1,6})[mM]|[1-9][0-9]{0,3}[gG])$"
+MEMORY_RE = re.compile(MEMORY_PATTERN.strip("^$"))
 
 
 class SettingsError(ValueError):
