@@ -183,21 +183,16 @@ def _stdout_tail(artifact_dir: Path) -> str:
     return "\n".join(line for line in clean[-STDOUT_TAIL_LINES:] if line)
 
 
-def pick_failure(failures: Iterable[_Failure], preferred: re.Pattern[str] | None = None) -> _Failure | None:
-    """The failure that explains the run: the last one matching ``preferred``, else the last not ignored."""
+def pick_failure(failures: Iterable[_Failure]) -> _Failure | None:
+    """The failure that explains the run: the last one not ignored (else the last one). A role that
+    fails on purpose hands its reasons back as a fact, not as this message (``app_deploy_failure``)."""
     items = list(failures)
-    if preferred is not None:
-        for failure in reversed(items):
-            if preferred.search(failure.message):
-                return failure
     for failure in reversed(items):
         if not failure.ignored:
             return failure
     return items[-1] if items else None
 
 
-# The deploy role's final message: "deploy of '<name>' failed at step '<step>': <reason>".
-DEPLOY_FAILURE_RE = re.compile(r"^deploy of '[^']*' failed at step '[a-z]+':")
 # An SSH host key that is not the pinned one. Mitogen (the default strategy) says the first; plain ssh
 # says the second when the key changed, the third when no pinned key matches at all.
 MITOGEN_HOST_KEY = "Host key checking is enabled, and SSH reported an unrecognized or mismatching host key."
@@ -307,7 +302,7 @@ class AnsibleRunner:
         }.get(raw_status, RunStatus.FAILED)
         result = PlaybookResult(status=status, rc=rc, facts=collector.facts, actions=collector.actions)
         if status is not RunStatus.SUCCEEDED:
-            failure = pick_failure(collector.failures, DEPLOY_FAILURE_RE)
+            failure = pick_failure(collector.failures)
             if failure is not None:
                 result.failed_task, result.failed_host = failure.task, failure.host
                 result.message = _clip(failure.message)
