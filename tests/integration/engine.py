@@ -71,6 +71,26 @@ def run_playbook(playbook: str, extra_vars: dict[str, Any], tmp_path: Path) -> P
     return PlaybookResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
 
 
+def start_playbook(
+    playbook: str, extra_vars: dict[str, Any], tmp_path: Path
+) -> tuple[subprocess.Popen[str], Path]:
+    """:func:`run_playbook` in the background: the process, and the file its output goes to."""
+    stamp = time.monotonic_ns()
+    vars_file = tmp_path / f"vars-{stamp}.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    output = tmp_path / f"{playbook}-{stamp}.log"
+    with output.open("w") as log:
+        proc = subprocess.Popen(
+            [ANSIBLE_PLAYBOOK, f"playbooks/{playbook}", "-e", f"@{vars_file}"],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(),
+        )
+    return proc, output
+
+
 def deploy_vars(name: str, repo: Path, port: int, **extra: Any) -> dict[str, Any]:
     """The inputs of playbooks/deploy.yml for a busybox app of ``repo`` (see :func:`write_app`)."""
     return {
@@ -166,10 +186,6 @@ class Prober:
     @property
     def failures(self) -> list[tuple[int, str]]:
         return [r for r in self.results if r[0] != 200]
-
-    @property
-    def per_second(self) -> float:
-        return len(self.results) / max(self.stopped - self.started, 1e-9)
 
 
 def host_snapshot(root: Path = Path("/var/lib/paas")) -> dict[str, Any]:

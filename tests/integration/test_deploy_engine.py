@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from api_fixtures import wait_until
 from engine import (
     FAST_HEALTH,
     REPO,
@@ -102,11 +103,17 @@ def test_redeploy_new_commit_has_zero_failed_requests(
     name, repo, port = served_app
     write_app(repo, "v2\n")
     with Prober(f"http://127.0.0.1:{port}/") as prober:
-        time.sleep(0.5)
+        wait_until(lambda: prober.results, 10, what="an answer before the deploy")
+        before = len(prober.results)
         result = run_playbook("deploy.yml", deploy_vars(name, repo, port), tmp_path)
-        time.sleep(0.5)
+        during = len(prober.results) - before
+        # The next-but-one answer is to a request begun after the deploy ended.
+        after = len(prober.results) + 2
+        wait_until(lambda: len(prober.results) >= after, 10, what="answers after the deploy")
     assert result.rc == 0, result.stdout[-4000:]
-    assert prober.per_second >= 20, prober.per_second
+    # The rate is the machine's business (its load), not the product's: only that requests were made
+    # while the deploy ran, else zero failures would prove nothing.
+    assert during > 0, "the prober made no request during the deploy"
     assert prober.failures == []
     bodies = [body for _, body in prober.results]
     assert bodies[0] == "v1\n"
