@@ -32,6 +32,12 @@ options:
     description: App name.
     type: str
     default: ""
+  name_pattern:
+    description:
+      - Regular expression of app names, matched against the whole name (C(paas_contract.name_pattern)).
+      - Directories under C(<root>/apps) whose name does not match are not records.
+    type: str
+    required: true
   port:
     description: Public port of the app (reserved).
     type: int
@@ -39,13 +45,11 @@ options:
     description: Port the app listens on in its container (reserved).
     type: int
   slot_port_min:
-    description: First loopback port for app containers.
+    description: First loopback port for app containers (reserved; C(paas_contract.slot_port_min) in the app role).
     type: int
-    default: 61000
   slot_port_max:
-    description: Last loopback port for app containers.
+    description: Last loopback port for app containers (reserved; C(paas_contract.slot_port_max) in the app role).
     type: int
-    default: 63999
   network_pool:
     description:
       - Address range the apps' own Docker networks take their subnets from (reserved), e.g.
@@ -92,7 +96,6 @@ from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 SLOTS = ("blue", "green")
 
 
@@ -112,8 +115,8 @@ def record_path(root, name):
     return os.path.join(root, "apps", name, "app.json")
 
 
-def load_records(root):
-    """Every readable record on the host, keyed by app name."""
+def load_records(root, name_re):
+    """Every readable record on the host, keyed by app name (directories named by ``name_re``)."""
     records = {}
     apps_dir = os.path.join(root, "apps")
     try:
@@ -123,7 +126,7 @@ def load_records(root):
             return records
         raise
     for name in names:
-        if not NAME_RE.match(name):
+        if not name_re.fullmatch(name):
             continue
         try:
             with open(record_path(root, name), encoding="utf-8") as handle:
@@ -296,36 +299,43 @@ def main():
             root=dict(type="path", default="/var/lib/paas"),
             state=dict(type="str", choices=["reserved", "active", "query"], default="query"),
             name=dict(type="str", default=""),
+            name_pattern=dict(type="str", required=True),
             port=dict(type="int"),
             container_port=dict(type="int"),
-            slot_port_min=dict(type="int", default=61000),
-            slot_port_max=dict(type="int", default=63999),
+            slot_port_min=dict(type="int"),
+            slot_port_max=dict(type="int"),
             network_pool=dict(type="str", default=""),
             network_prefix=dict(type="int", default=28),
             info=dict(type="dict", default={}),
             active=dict(type="dict", default={}),
         ),
+        required_if=[("state", "reserved", ("slot_port_min", "slot_port_max"))],
         supports_check_mode=True,
     )
     p = module.params
     root, name, state = p["root"], p["name"], p["state"]
-    if name and not NAME_RE.match(name):
-        module.fail_json(msg="app_name must match ^[a-z][a-z0-9-]{0,30}$, got %r" % name)
+    try:
+        name_re = re.compile(p["name_pattern"])
+    except re.error as exc:
+        module.fail_json(msg="name_pattern is not a regular expression: %s" % exc)
+    if name and not name_re.fullmatch(name):
+        module.fail_json(msg="app_name must match %s, got %r" % (p["name_pattern"], name))
     if state != "query" and not name:
         module.fail_json(msg="name is required with state=%s" % state)
-    if not 1024 <= p["slot_port_min"] <= p["slot_port_max"] <= 65535 or (
-        p["slot_port_max"] - p["slot_port_min"] < 1
+    if state == "reserved" and (
+        not 1024 <= p["slot_port_min"] <= p["slot_port_max"] <= 65535
+        or p["slot_port_max"] - p["slot_port_min"] < 1
     ):
         module.fail_json(msg="slot_port_min and slot_port_max must be an increasing range within 1024-65535")
 
     if state == "query":
-        records = load_records(root)
+        records = load_records(root, name_re)
         if name:
             module.exit_json(changed=False, record=records.get(name), exists=name in records)
         module.exit_json(changed=False, records=[records[k] for k in sorted(records)])
 
     with host_lock(root) if not module.check_mode else _no_lock():
-        records = load_records(root)
+        records = load_records(root, name_re)
         current = records.get(name, {})
         record = reserve(module, root, records) if state == "reserved" else activate(module, current)
         changed = record != current
