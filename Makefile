@@ -10,7 +10,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-ROLES := $(sort $(notdir $(wildcard roles/*)))
+# Roles with a Molecule scenario (paas_contract, vars only, has none).
+ROLES := $(sort $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml)))
 TF_ENVS := $(sort $(notdir $(wildcard terraform/*)))
 
 .PHONY: help setup lint test test-unit test-integration test-molecule bench demo clean
@@ -35,8 +36,8 @@ lint: ## yamllint, ansible-lint, syntax checks, ruff, mypy, terraform fmt/valida
 	mypy
 	@if [ -n "$(TF_ENVS)" ]; then bash tests/terraform-check.sh; fi
 
-test-unit: ## Fast tests: no Docker, no Ansible run
-	pytest tests/unit
+test-unit: ## Fast tests: no Docker; tests/roles reads the roles' YAML and runs ansible-playbook for seconds
+	pytest tests/unit tests/roles
 
 test-integration: ## Real dockerd, nginx, sshd, terraform, ansible-runner (needs root)
 	pytest -m integration tests/integration
