@@ -217,3 +217,16 @@ def test_a_generated_token_never_shows_in_the_output(tmp_path: Path) -> None:
     modes = file_modes(data)
     assert modes[str(data)] == 0o700 and modes[str(data / "api-token")] == 0o600
     assert {p: oct(m) for p, m in modes.items() if m & 0o077} == {}
+
+    # Generated at the first start only: a second start (same data dir, same log file) uses the same
+    # token, leaves its file alone and says nothing more about it.
+    token_file = (data / "api-token").stat()
+    with running(Server(data, set_token=False)) as again:
+        assert again.token == token
+        assert timed_get(again)[0] == 200
+    assert (data / "api-token").stat().st_ino == token_file.st_ino
+    assert (data / "api-token").stat().st_mtime_ns == token_file.st_mtime_ns
+    log = again.log()
+    assert log.count("serving on http://") == 2  # both starts are in it
+    assert log.count(str(data / "api-token")) == 1  # the path, printed once
+    assert token not in log.replace(f"'{token}'", "")

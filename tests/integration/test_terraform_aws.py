@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 from components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +50,8 @@ provider_installation {{
   }}
 }}
 """
-# Requests moto serves before it starts checking IAM: the four setup calls in `moto` below.
-SETUP_CALLS = 4
+# Requests moto serves before it starts checking IAM: the seven setup calls in `moto` below.
+SETUP_CALLS = 7
 
 
 def find_provider_mirror() -> Path | None:
@@ -87,20 +88,28 @@ class Moto:
     image_id: str
     access_key_id: str
     secret_access_key: str
+    admin_key: tuple[str, str]  # a user allowed every action
+    # Lines of moto's log before this one are the fixture's own (its positive control).
+    checked_from: int = 0
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, *, admin: bool = False) -> Any:
+        """A client as Terraform's user (the policy's actions only), or as the admin."""
         import boto3
 
+        key_id, secret = self.admin_key if admin else (self.access_key_id, self.secret_access_key)
         return boto3.client(
             service,
             region_name=REGION,
             endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
         )
 
+    def log_lines(self) -> list[str]:
+        return self.log.read_text(encoding="utf-8").splitlines()
+
     def denied_requests(self) -> list[str]:
-        return [line for line in self.log.read_text(encoding="utf-8").splitlines() if '" 403 ' in line]
+        return [line for line in self.log_lines()[self.checked_from :] if '" 403 ' in line]
 
 
 def free_port() -> int:
@@ -152,16 +161,35 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         }
         ec2 = boto3.client("ec2", **admin)
         iam = boto3.client("iam", **admin)
-        # The four setup calls (SETUP_CALLS); moto checks IAM from the next request on.
+        # The seven setup calls (SETUP_CALLS); moto checks IAM from the next request on.
         image_id = ec2.register_image(Name="debian-12-amd64-20250610-2137")["ImageId"]
-        iam.create_user(UserName="paas-terraform")
-        iam.put_user_policy(
-            UserName="paas-terraform",
-            PolicyName="paas-terraform",
-            PolicyDocument=json.dumps(actions_only_policy()),
+        keys = {}
+        for user, policy in (("paas-terraform", actions_only_policy()), ("paas-admin", ALLOW_ALL)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName=user, PolicyDocument=json.dumps(policy))
+            keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        terraform, admin_key = keys["paas-terraform"], keys["paas-admin"]
+        moto = Moto(
+            endpoint,
+            log,
+            image_id,
+            terraform["AccessKeyId"],
+            terraform["SecretAccessKey"],
+            (admin_key["AccessKeyId"], admin_key["SecretAccessKey"]),
         )
-        key = iam.create_access_key(UserName="paas-terraform")["AccessKey"]
-        yield Moto(endpoint, log, image_id, key["AccessKeyId"], key["SecretAccessKey"])
+        # Positive control of denied_requests() == [] below: moto enforces the policy and its log shows
+        # a refusal. As Terraform's user an action of the policy is served, one outside it refused (403
+        # in the log); the same call is served to the admin (so the refusal is the policy's).
+        moto.client("ec2").describe_images(ImageIds=[image_id])
+        with pytest.raises(ClientError) as refused:
+            moto.client("ec2").describe_regions()
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, refused.value.response
+        assert moto.client("ec2", admin=True).describe_regions()["Regions"]
+        wait_until_logged = time.monotonic() + 10
+        while len(moto.denied_requests()) != 1 and time.monotonic() < wait_until_logged:
+            time.sleep(0.05)
+        assert len(moto.denied_requests()) == 1, moto.log_lines()
+        yield dataclasses.replace(moto, checked_from=len(moto.log_lines()))
     finally:
         process.terminate()
         try:
@@ -169,6 +197,9 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+ALLOW_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
 
 def actions_only_policy() -> dict[str, Any]:
