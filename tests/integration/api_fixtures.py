@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import requests
+from components import ENGINE
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -152,6 +153,8 @@ def remove_app(name: str) -> None:
 @pytest.fixture(scope="session")
 def base_image() -> str:
     """``paas-local/busybox:1``, built once."""
+    for component in ENGINE:
+        component.require()
     subprocess.run(["bash", str(REPO / "examples/busybox-base/build.sh")], check=True, capture_output=True)
     return "paas-local/busybox:1"
 

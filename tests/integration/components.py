@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,8 +25,12 @@ import pytest
 __all__ = [
     "ANSIBLE_INVENTORY",
     "AWS_PROVIDER_MIRROR",
+    "BUSYBOX_STATIC",
+    "DOCKERD",
+    "ENGINE",
     "HOST_PYTHON",
     "MOTO",
+    "NGINX",
     "OPENSSH_SERVER",
     "PKILL",
     "ROOT",
@@ -101,6 +106,30 @@ def _aws_mirror() -> bool:
     )
 
 
+def _dockerd() -> bool:
+    try:
+        return (
+            subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+DOCKERD = Component(
+    "a Docker engine that answers `docker info`",
+    "apt-get install docker.io, then start it: bash .ci/start-dockerd",
+    _dockerd,
+)
+NGINX = Component(
+    "nginx (/usr/sbin/nginx)", "apt-get install nginx", lambda: Path("/usr/sbin/nginx").exists()
+)
+BUSYBOX_STATIC = Component(
+    "Debian's busybox-static (/bin/busybox: the test images are built FROM it, no registry)",
+    "apt-get install busybox-static",
+    lambda: Path("/bin/busybox").exists(),
+)
+# What every test of the deploy engine needs (the test images are built on first use).
+ENGINE = (DOCKERD, NGINX, BUSYBOX_STATIC)
 TERRAFORM = Component(
     "terraform (>= 1.5) on PATH",
     "install it from https://developer.hashicorp.com/terraform/install (HashiCorp's apt repository, or "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import wait_until
+from api_fixtures import base_image, wait_until
 from engine import (
     FAST_HEALTH,
     REPO,
@@ -31,23 +31,21 @@ from engine import (
     write_app,
 )
 
-pytestmark = pytest.mark.integration
+# The busybox base image of api_fixtures: built once, its components (dockerd, nginx, ...) required.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures(base_image.__name__)]
 
 APPS_ROOT = Path("/var/lib/paas/apps")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def base_image() -> None:
-    subprocess.run([str(REPO / "examples/busybox-base/build.sh")], check=True, capture_output=True)
 
 
 def app_containers(name: str) -> list[str]:
     return docker("ps", "--all", "--filter", f"label=paas.app={name}", "--format", "{{.Names}}").split()
 
 
-@pytest.fixture
-def served_app(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
-    """An app deployed at v1 on port 8601, removed afterwards."""
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, int]]:
+    """An app deployed at v1 on port 8601 for the module's tests (one deploy, not one per test), removed
+    at the end. Tests find what it serves when they start: one of them redeploys it."""
+    tmp_path = tmp_path_factory.mktemp("served")
     name, port = "engine-served", 8601
     repo = tmp_path / "repo"
     write_app(repo, "v1\n")
@@ -55,6 +53,13 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
     assert result.rc == 0, result.stdout[-4000:]
     yield name, repo, port
     remove(name, tmp_path)
+
+
+def serving_body(port: int) -> str:
+    """What the app on ``port`` serves at / now."""
+    status, body = get(f"http://127.0.0.1:{port}/")
+    assert status == 200, status
+    return body
 
 
 def test_deploy_answers_status_rerun_and_remove(tmp_path: Path) -> None:
@@ -101,6 +106,7 @@ def test_redeploy_new_commit_has_zero_failed_requests(
     served_app: tuple[str, Path, int], tmp_path: Path
 ) -> None:
     name, repo, port = served_app
+    old = serving_body(port)
     write_app(repo, "v2\n")
     with Prober(f"http://127.0.0.1:{port}/") as prober:
         wait_until(lambda: prober.results, 10, what="an answer before the deploy")
@@ -116,9 +122,9 @@ def test_redeploy_new_commit_has_zero_failed_requests(
     assert during > 0, "the prober made no request during the deploy"
     assert prober.failures == []
     bodies = [body for _, body in prober.results]
-    assert bodies[0] == "v1\n"
+    assert bodies[0] == old != "v2\n"
     assert bodies[-1] == "v2\n"
-    assert set(bodies) == {"v1\n", "v2\n"}
+    assert set(bodies) == {old, "v2\n"}
     assert get(f"http://127.0.0.1:{port}/") == (200, "v2\n")
     assert len(app_containers(name)) == 1
 
@@ -136,10 +142,12 @@ def test_failed_redeploy_keeps_old_version_serving(
 ) -> None:
     name, repo, port = served_app
     before = app_containers(name)
+    serving = serving_body(port)
     write_app(repo, f"broken at {step}\n", **BROKEN_RELEASES[step])
     with Prober(f"http://127.0.0.1:{port}/") as prober:
         result = run_playbook("deploy.yml", deploy_vars(name, repo, port, **FAST_HEALTH), tmp_path)
-        time.sleep(1)
+        after = len(prober.results) + 2  # the next-but-one answer: to a request begun after the deploy
+        wait_until(lambda: len(prober.results) >= after, 10, what="answers after the deploy")
     assert result.rc != 0
     message = result.failure_messages[-1]
     assert f"deploy of '{name}' failed at step '{step}'" in message, message
@@ -149,8 +157,8 @@ def test_failed_redeploy_keeps_old_version_serving(
         assert "cannot bind" in message and "starting up" in message
     assert prober.results, "the prober made no request"
     assert prober.failures == []
-    assert {body for _, body in prober.results} == {"v1\n"}
-    assert get(f"http://127.0.0.1:{port}/") == (200, "v1\n")
+    assert {body for _, body in prober.results} == {serving}
+    assert get(f"http://127.0.0.1:{port}/") == (200, serving)
     assert app_containers(name) == before
 
 
@@ -173,6 +181,7 @@ def test_failed_first_deploy_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_killed_main_process_is_restarted(served_app: tuple[str, Path, int]) -> None:
     name, _, port = served_app
+    serving = serving_body(port)
     [container] = app_containers(name)
     info = json.loads(docker("inspect", container))[0]
     os.kill(info["State"]["Pid"], signal.SIGKILL)
@@ -181,7 +190,7 @@ def test_killed_main_process_is_restarted(served_app: tuple[str, Path, int]) -> 
         restarted = json.loads(docker("inspect", container))[0]
         if restarted["RestartCount"] > info["RestartCount"] and get(f"http://127.0.0.1:{port}/") == (
             200,
-            "v1\n",
+            serving,
         ):
             break
         time.sleep(0.5)
@@ -200,6 +209,7 @@ def test_every_app_answers_after_docker_daemon_restart(
     served_app: tuple[str, Path, int], tmp_path: Path
 ) -> None:
     _, _, port = served_app
+    serving = serving_body(port)
     other_repo = tmp_path / "other"
     write_app(other_repo, "other\n")
     other = run_playbook("deploy.yml", deploy_vars("engine-other", other_repo, 8604), tmp_path)
@@ -216,7 +226,7 @@ def test_every_app_answers_after_docker_daemon_restart(
                 time.sleep(0.5)
             assert get(f"http://127.0.0.1:{port}/")[0] != 200, "the app answered with the daemon down"
             subprocess.run(["bash", str(REPO / ".ci/start-dockerd")], check=True, capture_output=True)
-        assert wait_for_body(f"http://127.0.0.1:{port}/", "v1\n", timeout=60)
+        assert wait_for_body(f"http://127.0.0.1:{port}/", serving, timeout=60)
         assert wait_for_body("http://127.0.0.1:8604/", "other\n", timeout=60)
     finally:
         remove("engine-other", tmp_path)
