@@ -259,12 +259,7 @@ class Nginx:
     @property
     def extra_vars(self) -> dict[str, str]:
         """What makes the deploy and remove playbooks drive this nginx."""
-        return {
-            "app_nginx_conf_dir": str(self.conf_dir),
-            "app_proxy_nginx_bin": str(self.bin),
-            "app_remove_conf_dir": str(self.conf_dir),
-            "app_remove_nginx_bin": str(self.bin),
-        }
+        return {"app_nginx_conf_dir": str(self.conf_dir), "app_proxy_nginx_bin": str(self.bin)}
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.bin), *args], capture_output=True, text=True, timeout=30, check=False)
