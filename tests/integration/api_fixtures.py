@@ -197,12 +197,13 @@ class Client:
         return job
 
     def wait_job(self, job_id: str, timeout: float = 240) -> dict[str, Any]:
-        return wait_until(
+        job: dict[str, Any] = wait_until(
             lambda: (j := self.job(job_id))["status"] in TERMINAL and j,
             timeout,
             interval=0.5,
             what=f"job {job_id}",
         )
+        return job
 
     def status(self, name: str) -> dict[str, Any]:
         response = self.get(f"/apps/{name}/status")
@@ -211,12 +212,13 @@ class Client:
         return status
 
     def wait_state(self, name: str, state: str, timeout: float = 60) -> dict[str, Any]:
-        return wait_until(
+        status: dict[str, Any] = wait_until(
             lambda: (s := self.status(name))["state"] == state and s,
             timeout,
             interval=0.5,
             what=f"app {name} to be {state}",
         )
+        return status
 
     def deploy(self, body: dict[str, Any], timeout: float = 240) -> tuple[dict[str, Any], dict[str, Any]]:
         """POST /apps/deploy; returns (the 202 body, the finished job)."""

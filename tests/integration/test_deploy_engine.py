@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import base_image, wait_until
+from api_fixtures import base_image, docker, wait_until
 from engine import (
     FAST_HEALTH,
     REPO,
     Prober,
     deploy_vars,
-    docker,
     get,
     host_snapshot,
     remove,
