@@ -220,6 +220,16 @@ class JobManager:
         with self._cond:
             return {e.spec.key for e in (*self._queue, *self._running)}
 
+    def waiting_on(self, job_id: str) -> list[str]:
+        """Ids of the jobs that queued job ``job_id`` waits for (it conflicts with them and they run or
+        wait before it); empty when it is not queued or is free to start."""
+        with self._cond:
+            for index, entry in enumerate(self._queue):
+                if entry.job_id == job_id:
+                    before = [*self._running, *self._queue[:index]]
+                    return [other.job_id for other in before if entry.conflicts(other)]
+            return []
+
     def idle(self) -> bool:
         with self._cond:
             return not self._queue and not self._running

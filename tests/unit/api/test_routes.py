@@ -237,7 +237,8 @@ def test_deploys_wait_while_the_infrastructure_changes(api: Api, runner: FakeRun
     infra = api("POST", "/infra/provision").json()["job"]["id"]
     wait_for(lambda: api("GET", f"/jobs/{infra}").json()["status"] == "running")
     job = api("POST", "/apps/deploy", BODY).json()["job"]["id"]
-    time.sleep(0.1)
+    # Queued because of the infrastructure job, not because no worker looked at it yet.
+    assert api.app.service.jobs.waiting_on(job) == [infra]
     assert api("GET", f"/jobs/{job}").json()["status"] == "queued"
     reply = api("POST", "/infra/provision")
     assert reply.status == 409 and reply.json()["error"] == "infra_busy"

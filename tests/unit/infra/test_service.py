@@ -587,7 +587,8 @@ def test_infra_jobs_and_deploys_wait_for_each_other(api: Api) -> None:
     api.executor.gate = threading.Event()
     provision = api("POST", "/infra/provision", {}).json()["job"]["id"]
     deploy = api("POST", "/apps/deploy", APP).json()["job"]["id"]
-    time.sleep(0.1)
+    # Queued because of the provision, not because no worker looked at it yet.
+    assert api.app.service.jobs.waiting_on(deploy) == [provision]
     assert api("GET", f"/jobs/{deploy}").json()["status"] == "queued"
     reply = api("POST", "/infra/destroy", {"force": True})
     assert reply.status == 409 and reply.json()["error"] == "infra_busy"
