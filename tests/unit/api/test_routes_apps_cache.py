@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ def _wait(app: Any, job_id: str) -> None:
 
 def test_apps_answer_follows_every_change_and_gzip_matches(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_token=TOKEN, monitor_interval=0, workers=2, shutdown_grace=1)
-    app = create_app(settings, runner=FakeRunner())
+    # Deploys wait at the gate until the test has seen the app pending.
+    runner = FakeRunner(gate=threading.Event())
+    app = create_app(settings, runner=runner)
     try:
         assert call_wsgi(app, "GET", "/apps", token=TOKEN).json() == {"apps": []}
 
@@ -43,7 +46,9 @@ def test_apps_answer_follows_every_change_and_gzip_matches(tmp_path: Path) -> No
         assert reply.status == 202
         listed = call_wsgi(app, "GET", "/apps", token=TOKEN).json()["apps"]
         assert [a["name"] for a in listed] == ["web"]  # the new app shows at once
-        assert listed[0]["state"] in ("pending", "running")  # the fake runner may already be done
+        assert listed[0]["state"] == "pending"
+        assert runner.gate is not None
+        runner.gate.set()
         _wait(app, reply.json()["job"]["id"])
 
         plain = call_wsgi(app, "GET", "/apps", token=TOKEN)
@@ -66,7 +71,9 @@ def test_apps_answer_follows_every_change_and_gzip_matches(tmp_path: Path) -> No
 
 def test_apps_answer_still_needs_the_token(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_token=TOKEN, monitor_interval=0, workers=1, shutdown_grace=1)
-    app = create_app(settings, runner=FakeRunner())
+    # Deploys wait at the gate until the test has seen the app pending.
+    runner = FakeRunner(gate=threading.Event())
+    app = create_app(settings, runner=runner)
     try:
         assert call_wsgi(app, "GET", "/apps", token=TOKEN).status == 200
         assert call_wsgi(app, "GET", "/apps", token="wrong-token-0123456789").status == 401
