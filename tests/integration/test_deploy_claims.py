@@ -172,12 +172,6 @@ def test_the_upstream_probe_names_the_serving_slot_on_loopback(app: App) -> None
     assert not seen.is_loopback, answer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: roles/app_proxy/templates/app.conf.j2 answers /.paas/upstream with `return`, "
-    "which nginx runs in its rewrite phase, before `allow`/`deny` (access phase) are consulted",
-)
 def test_the_upstream_probe_is_refused_from_another_address(app: App) -> None:
     answer = http_from(bridge_address(app.name), app.port, "/.paas/upstream")
     if not answer.startswith("HTTP/1.1 "):  # not the product's doing: fail, never an expected failure
