@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import api_fixtures
 import pytest
 import requests
-from api_fixtures import Client, Server, docker, free_port, make_repo, unique_name
+from support import api_fixtures
+from support.api_fixtures import Client, Server, docker, free_port, make_repo, unique_name
 
 # Fixtures of api_fixtures used here.
 app_names = api_fixtures.app_names

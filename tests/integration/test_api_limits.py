@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from api_fixtures import Server
-from components import require
+from support.api_fixtures import Server
+from support.components import require
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import api_fixtures
 import pytest
-from api_fixtures import Client, Server, docker, free_port, make_repo, unique_name
+from support import api_fixtures
+from support.api_fixtures import Client, Server, docker, free_port, make_repo, unique_name
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import api_fixtures
 import pytest
-from api_fixtures import Client, Server, docker, free_port, make_repo, unique_name, wait_until
+from support import api_fixtures
+from support.api_fixtures import Client, Server, docker, free_port, make_repo, unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 

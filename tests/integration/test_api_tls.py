@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from api_fixtures import REPO, Server, free_port, unique_name, wait_until
+from support.api_fixtures import REPO, Server, free_port, unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 

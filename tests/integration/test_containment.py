@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import base_image, docker, free_port, git, unique_name
-from components import require
-from engine import deploy_vars, remove, run_playbook, write_app
+from support.api_fixtures import base_image, docker, free_port, git, unique_name
+from support.components import require
+from support.engine import deploy_vars, remove, run_playbook, write_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures(base_image.__name__)]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import requests
-from api_fixtures import Server, base_image, docker, free_port, git, unique_name, wait_until
-from engine import (
+from support.api_fixtures import Server, base_image, docker, free_port, git, unique_name, wait_until
+from support.engine import (
     Prober,
     deploy_vars,
     get,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import base_image, docker, wait_until
-from engine import (
+from support.api_fixtures import base_image, docker, wait_until
+from support.engine import (
     FAST_HEALTH,
     REPO,
     Prober,

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_fixtures import FAST_VARS, REPO, Server, free_port
-from components import HOST_PYTHON, OPENSSH_SERVER, PKILL, ROOT, SSH_KEYGEN, requires
-from sshd_fixtures import Sshd
+from support.api_fixtures import FAST_VARS, REPO, Server, free_port
+from support.components import HOST_PYTHON, OPENSSH_SERVER, PKILL, ROOT, SSH_KEYGEN, requires
+from support.sshd_fixtures import Sshd
 
 pytestmark = pytest.mark.integration
 needs = requires(OPENSSH_SERVER, SSH_KEYGEN, PKILL, ROOT, HOST_PYTHON)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import api_fixtures
 import pytest
-from api_fixtures import FAST_VARS, Server
-from components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
+from support import api_fixtures
+from support.api_fixtures import FAST_VARS, Server
+from support.components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 DEBIAN_ACCOUNT = "136693071363"

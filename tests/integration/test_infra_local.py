@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import api_fixtures
 import pytest
 import requests
-from api_fixtures import REPO, Client, Server, docker, free_port, make_repo, unique_name
-from components import TERRAFORM, requires
+from support import api_fixtures
+from support.api_fixtures import REPO, Client, Server, docker, free_port, make_repo, unique_name
+from support.components import TERRAFORM, requires
 
 app_names = api_fixtures.app_names
 base_image = api_fixtures.base_image

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import api_fixtures
 import pytest
 import requests
-from api_fixtures import Client, Server, free_port, make_repo, unique_name
-from components import OPENSSH_SERVER, ROOT, SSH_KEYGEN, TERRAFORM, requires
-from sshd_fixtures import Sshd
+from support import api_fixtures
+from support.api_fixtures import Client, Server, free_port, make_repo, unique_name
+from support.components import OPENSSH_SERVER, ROOT, SSH_KEYGEN, TERRAFORM, requires
+from support.sshd_fixtures import Sshd
 
 app_names = api_fixtures.app_names
 base_image = api_fixtures.base_image

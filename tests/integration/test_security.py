@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import api_fixtures
 import pytest
-from api_fixtures import Client, Server, docker, free_port, git, make_repo, unique_name, wait_until
+from support import api_fixtures
+from support.api_fixtures import Client, Server, docker, free_port, git, make_repo, unique_name, wait_until
 
 app_names = api_fixtures.app_names
 base_image = api_fixtures.base_image

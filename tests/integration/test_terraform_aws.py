@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
+from support.components import AWS_PROVIDER_MIRROR, MOTO, SSH_KEYGEN, TERRAFORM, requires
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE = REPO_ROOT / "terraform" / "aws"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from components import ANSIBLE_INVENTORY, TERRAFORM, requires
+from support.components import ANSIBLE_INVENTORY, TERRAFORM, requires
 
 pytestmark = pytest.mark.integration
 needs = requires(TERRAFORM)

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 import requests
-from components import ENGINE
+
+from support.components import ENGINE
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
