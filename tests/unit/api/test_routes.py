@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.fakes import FakeExecutor, FakeRunner, Reply, call_wsgi
+from support.fakes import FakeExecutor, FakeRunner, call_wsgi
+from support.inprocess import InProcessApi
 
-from paas.api.routes import Application, create_app
+from paas.api.routes import create_app
 from paas.core.config import Settings
 from paas.core.runs import RunStatus
 from paas.execution.runner import PlaybookRequest, PlaybookResult
@@ -28,44 +29,11 @@ BODY: dict[str, Any] = {
 }
 
 
-def never_run_terraform(directory: Path) -> Path:
-    """An executable to name as Terraform: the FakeExecutor plays it, nothing ever runs it."""
-    path = directory / "bin" / "terraform"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\necho 'the fake executor plays terraform' >&2\nexit 99\n")
-    path.chmod(0o755)
-    return path
-
-
-class Api:
+class Api(InProcessApi):
     def __init__(
         self, tmp_path: Path, runner: FakeRunner, executor: FakeExecutor | None = None, **settings: Any
     ) -> None:
-        self.tmp_path = tmp_path
-        self.runner = runner
-        self.executor = executor or FakeExecutor()
-        settings.setdefault("terraform", str(never_run_terraform(tmp_path)))
-        self.settings = Settings(
-            data_dir=tmp_path, api_token=TOKEN, monitor_interval=0, workers=2, shutdown_grace=1, **settings
-        )
-        self.app: Application = create_app(self.settings, runner=runner, executor=self.executor)
-
-    def __call__(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Reply:
-        kwargs.setdefault("token", TOKEN)
-        return call_wsgi(self.app, method, path, body=body, **kwargs)
-
-    def restart(self) -> None:
-        self.app.close()
-        self.app = create_app(self.settings, runner=self.runner, executor=self.executor)
-
-    def wait_job(self, job_id: str, timeout: float = 5.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            job: dict[str, Any] = self("GET", f"/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "canceled"):
-                return job
-            assert time.monotonic() < deadline, job
-            time.sleep(0.01)
+        super().__init__(tmp_path, token=TOKEN, runner=runner, executor=executor, **settings)
 
     def deploy(self, **changes: Any) -> dict[str, Any]:
         reply = self("POST", "/apps/deploy", BODY | changes)

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.fakes import FakeExecutor, FakeRunner, Reply, call_wsgi
+from support.inprocess import InProcessApi
 
-from paas.api.routes import Application, create_app
-from paas.core.config import REPO_ROOT, Settings
+from paas.core.config import REPO_ROOT
 from paas.core.runs import RunStatus
 from paas.execution.runner import PlaybookRequest, PlaybookResult
 from paas.infra.terraform import generate_host_key
@@ -39,41 +38,9 @@ APP: dict[str, Any] = {
 TERRAFORM_INVENTORY = REPO_ROOT / "inventory" / "terraform.py"
 
 
-class Api:
+class Api(InProcessApi):
     def __init__(self, tmp_path: Path, **settings: Any) -> None:
-        self.data_dir = tmp_path / "data"
-        terraform = tmp_path / "bin" / "terraform"
-        terraform.parent.mkdir(parents=True, exist_ok=True)
-        terraform.write_text("#!/bin/sh\necho 'played by the fake executor' >&2\nexit 99\n")
-        terraform.chmod(0o755)
-        self.runner = FakeRunner()
-        self.executor = FakeExecutor()
-        settings.setdefault("terraform", str(terraform))
-        self.settings = Settings(
-            data_dir=self.data_dir,
-            api_token=TOKEN,
-            monitor_interval=0,
-            workers=2,
-            shutdown_grace=1,
-            **settings,
-        )
-        self.app: Application = create_app(self.settings, runner=self.runner, executor=self.executor)
-
-    def __call__(self, method: str, path: str, body: Any = None) -> Reply:
-        return call_wsgi(self.app, method, path, body=body, token=TOKEN)
-
-    def restart(self) -> None:
-        self.app.close()
-        self.app = create_app(self.settings, runner=self.runner, executor=self.executor)
-
-    def wait_job(self, job_id: str, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            job: dict[str, Any] = self("GET", f"/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "canceled"):
-                return job
-            assert time.monotonic() < deadline, job
-            time.sleep(0.01)
+        super().__init__(tmp_path, token=TOKEN, data_dir=tmp_path / "data", **settings)
 
     def run(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         reply = self(method, path, body)
