@@ -19,7 +19,7 @@ from paas.core.workers import JobManager
 from paas.infra.environments import StaticEnvironment
 from paas.infra.requests import parse_destroy, parse_provision
 from paas.infra.steps import StepError, StepFailure, StepRunner
-from paas.infra.target import Target
+from paas.infra.target import INFRA_JOB_KINDS, Target
 from paas.infra.terraform import split_variables
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Infra:
     def recover(self, interrupted: list[Doc]) -> None:
         """After a restart: an infrastructure job the server was killed in failed."""
         for job in interrupted:
-            if job["kind"] in ("provision", "destroy"):
+            if job["kind"] in INFRA_JOB_KINDS:
                 self._set_state(job, "failed")
 
     # ---- submitting ----
